@@ -1,0 +1,60 @@
+"""The one exception tree of edgedet.
+
+Every error a user can cause is one of these. Messages say what was expected, what came, and
+what to do about it.
+
+    EdgedetError
+    ├── RuntimeUnavailableError   (also ImportError)   a runtime's package or device is missing
+    ├── ModelLoadError                                  missing / truncated / not-a-model file
+    ├── IncompatibleModelError                          outputs don't fit the decoder, engine from
+    │                                                   another TensorRT or GPU, bad meta
+    ├── InvalidInputError         (also ValueError)     bad image, bad argument
+    ├── DatasetError              (also ValueError)     unreadable or inconsistent dataset
+    ├── CalibrationError                                INT8 calibration could not run or finish
+    └── TrainingError                                   training / pruning / QAT could not run
+"""
+
+from __future__ import annotations
+
+
+class EdgedetError(Exception):
+    """Base class of every error edgedet raises on purpose."""
+
+
+class RuntimeUnavailableError(EdgedetError, ImportError):
+    """A runtime (or the library behind it, or the device it needs) is not available here."""
+
+
+class ModelLoadError(EdgedetError):
+    """A model file is missing, truncated, or not a model this runtime can read."""
+
+
+class IncompatibleModelError(EdgedetError):
+    """A model does not fit what it is used with: decoder, runtime version, GPU, metadata."""
+
+
+class InvalidInputError(EdgedetError, ValueError):
+    """An argument or an image is not what the API accepts."""
+
+
+class DatasetError(EdgedetError, ValueError):
+    """A dataset is unreadable or inconsistent (missing image, bad label, unknown class)."""
+
+
+class CalibrationError(EdgedetError):
+    """INT8 calibration could not run or could not meet its accuracy budget."""
+
+
+class TrainingError(EdgedetError):
+    """Training, pruning, distillation or QAT could not run."""
+
+
+def missing_extra(package: str, extra: str, what: str) -> RuntimeUnavailableError:
+    """The error for a missing optional package, naming the extra that installs it.
+
+    >>> str(missing_extra("openvino", "openvino", "runtime 'openvino'"))
+    'runtime \\'openvino\\' needs the openvino package: pip install "edgedet[openvino]"'
+    """
+    return RuntimeUnavailableError(
+        f'{what} needs the {package} package: pip install "edgedet[{extra}]"'
+    )
