@@ -84,7 +84,9 @@ class ModelMeta:
         _check_choice("letterbox", self.letterbox, _LETTERBOX)
         _check_choice("precision", self.precision, _PRECISIONS)
         if not isinstance(self.family, str) or not self.family:
-            raise InvalidInputError(f"ModelMeta.family must be a non-empty string, got {self.family!r}")
+            raise InvalidInputError(
+                f"ModelMeta.family must be a non-empty string, got {self.family!r}"
+            )
         if self.input_size is not None:
             size = tuple(int(v) for v in self.input_size)
             if len(size) != 2 or min(size) <= 0:
@@ -220,7 +222,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def write_sidecar(model_path: str | Path, meta: ModelMeta, extra: Mapping[str, Any] | None = None) -> Path:
+def write_sidecar(
+    model_path: str | Path, meta: ModelMeta, extra: Mapping[str, Any] | None = None
+) -> Path:
     """Write the JSON sidecar beside a model; ``extra`` adds keys (e.g. engine compatibility)."""
     payload: dict[str, Any] = {"meta": meta.to_dict()}
     if extra:
@@ -248,7 +252,9 @@ def _load_onnx(path: Path) -> Any:
     try:
         import onnx
     except ImportError as err:  # pragma: no cover - onnx is a base dependency
-        raise ModelLoadError("reading ONNX metadata needs the onnx package: pip install onnx") from err
+        raise ModelLoadError(
+            "reading ONNX metadata needs the onnx package: pip install onnx"
+        ) from err
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:
@@ -329,3 +335,17 @@ def read_meta(path: str | Path) -> ModelMeta | None:
     if side is not None and "meta" in side:
         return ModelMeta.from_dict(side["meta"], where=str(sidecar_path(p)))
     return None
+
+
+def is_quantized_onnx(path: str | Path) -> bool:
+    """True if an ONNX graph holds INT8 quantization (QDQ pairs or integer convolutions)."""
+    model = _load_onnx(Path(path))
+    quant_ops = {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+    }
+    return any(node.op_type in quant_ops for node in model.graph.node)

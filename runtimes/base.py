@@ -113,7 +113,7 @@ class RuntimeBase:
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finaliser
+        except Exception:
             return
 
     def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
@@ -136,6 +136,5 @@ class RuntimeBase:
             )
             if not ok:
                 raise InvalidInputError(
-                    f"input '{spec.name}' must have shape {spec.describe()}, "
-                    f"got {tuple(arr.shape)}"
+                    f"input '{spec.name}' must have shape {spec.describe()}, got {tuple(arr.shape)}"
                 )

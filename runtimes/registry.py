@@ -29,9 +29,15 @@ class RuntimeEntry:
 
 
 _BUILTIN: dict[str, RuntimeEntry] = {
-    "onnxruntime": RuntimeEntry("edgedet.runtimes.ort_runtime:OnnxRuntime", "onnxruntime", "onnxruntime"),
-    "openvino": RuntimeEntry("edgedet.runtimes.openvino_runtime:OpenVinoRuntime", "openvino", "openvino"),
-    "tensorrt": RuntimeEntry("edgedet.runtimes.tensorrt_runtime:TensorRTRuntime", "tensorrt and pycuda", "tensorrt"),
+    "onnxruntime": RuntimeEntry(
+        "edgedet.runtimes.ort_runtime:OnnxRuntime", "onnxruntime", "onnxruntime"
+    ),
+    "openvino": RuntimeEntry(
+        "edgedet.runtimes.openvino_runtime:OpenVinoRuntime", "openvino", "openvino"
+    ),
+    "tensorrt": RuntimeEntry(
+        "edgedet.runtimes.tensorrt_runtime:TensorRTRuntime", "tensorrt and pycuda", "tensorrt"
+    ),
     "torch": RuntimeEntry("edgedet.runtimes.torch_runtime:TorchRuntime", "torch", "train"),
 }
 
@@ -114,6 +120,12 @@ def probe(name: str) -> dict[str, Any]:
     try:
         cls = runtime_class(name)
     except RuntimeUnavailableError as err:
-        return {"name": name, "available": False, "version": None, "devices": [], "reason": str(err)}
+        return {
+            "name": name,
+            "available": False,
+            "version": None,
+            "devices": [],
+            "reason": str(err),
+        }
     info = cls.probe() if hasattr(cls, "probe") else {}
     return {"name": name, "available": True, "reason": "", **info}

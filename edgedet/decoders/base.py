@@ -32,7 +32,9 @@ class Candidates:
 
     @classmethod
     def empty(cls, nms_done: bool = False) -> Candidates:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), nms_done)
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), nms_done
+        )
 
 
 class OutputSpecLike(Protocol):
@@ -106,7 +108,9 @@ def meta_from_family(name: str, **overrides: Any) -> ModelMeta:
     return base.replace(**{**fam.preset, **overrides})
 
 
-def output_mismatch(family: str, why: str, specs: Sequence[OutputSpecLike]) -> IncompatibleModelError:
+def output_mismatch(
+    family: str, why: str, specs: Sequence[OutputSpecLike]
+) -> IncompatibleModelError:
     """The error for a model whose outputs do not fit a family's decoder."""
     got = ", ".join(f"{s.name}{list(s.shape)}" for s in specs)
     return IncompatibleModelError(
@@ -118,7 +122,9 @@ def output_mismatch(family: str, why: str, specs: Sequence[OutputSpecLike]) -> I
 # -- shared numpy helpers for grid-based decoders --------------------------------------------
 
 
-def grid_centers(input_hw: tuple[int, int], strides: Sequence[int], offset: float) -> tuple[np.ndarray, np.ndarray]:
+def grid_centers(
+    input_hw: tuple[int, int], strides: Sequence[int], offset: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Cell centres and strides of all levels, flattened level by level, row-major.
 
     Returns ``(xy, stride)``: float32 (N, 2) in input pixels ``((col + offset) * s, (row +
@@ -129,7 +135,9 @@ def grid_centers(input_hw: tuple[int, int], strides: Sequence[int], offset: floa
     xys, ss = [], []
     for s in strides:
         gh, gw = -(-h // s), -(-w // s)
-        ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32), np.arange(gw, dtype=np.float32), indexing="ij")
+        ys, xs = np.meshgrid(
+            np.arange(gh, dtype=np.float32), np.arange(gw, dtype=np.float32), indexing="ij"
+        )
         xys.append(np.stack([(xs.ravel() + offset) * s, (ys.ravel() + offset) * s], axis=1))
         ss.append(np.full(gh * gw, s, np.float32))
     return np.concatenate(xys), np.concatenate(ss)

@@ -1,0 +1,203 @@
+"""Box conversions, IoU and NMS variants, in numpy.
+
+Boxes are float arrays of shape (N, 4). ``xyxy`` is (x1, y1, x2, y2) with x1 <= x2 and
+y1 <= y2; ``xywh`` is (x1, y1, w, h) (COCO); ``cxcywh`` is (cx, cy, w, h) (YOLO). Areas use
+continuous coordinates (w * h, no "+1"), as torchvision and COCO do.
+
+NMS is greedy and written so that each step is one vectorised IoU of the kept box against all
+remaining candidates; the loop runs once per *kept* box and stops at ``max_det``, so it costs
+O(kept × N), not O(N²). We keep it here rather than calling cv2.dnn.NMSBoxes because we need
+class-aware batching, Soft-NMS and DIoU with one documented IoU definition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+NmsMethod = Literal["class_aware", "agnostic", "soft_linear", "soft_gaussian", "diou", "none"]
+NMS_METHODS: tuple[str, ...] = (
+    "class_aware",
+    "agnostic",
+    "soft_linear",
+    "soft_gaussian",
+    "diou",
+    "none",
+)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(x1, y1, w, h) -> (x1, y1, x2, y2). Shape (N, 4) kept; dtype kept."""
+    out = np.array(boxes, copy=True)
+    out[..., 2:] += out[..., :2]
+    return out
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(x1, y1, x2, y2) -> (x1, y1, w, h)."""
+    out = np.array(boxes, copy=True)
+    out[..., 2:] -= out[..., :2]
+    return out
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(cx, cy, w, h) -> (x1, y1, x2, y2)."""
+    boxes = np.asarray(boxes)
+    half = boxes[..., 2:4] / 2
+    return np.concatenate([boxes[..., :2] - half, boxes[..., :2] + half], axis=-1)
+
+
+def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
+    """(x1, y1, x2, y2) -> (cx, cy, w, h)."""
+    boxes = np.asarray(boxes)
+    wh = boxes[..., 2:4] - boxes[..., :2]
+    return np.concatenate([boxes[..., :2] + wh / 2, wh], axis=-1)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of (N, 4) xyxy boxes; degenerate boxes have area 0."""
+    wh = np.clip(boxes[..., 2:4] - boxes[..., :2], 0, None)
+    return wh[..., 0] * wh[..., 1]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes a (N, 4) and b (M, 4) -> (N, M) in [0, 1]."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def _iou_one(box: np.ndarray, others: np.ndarray, areas: np.ndarray, area: float) -> np.ndarray:
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def _diou_one(box: np.ndarray, others: np.ndarray, areas: np.ndarray, area: float) -> np.ndarray:
+    """IoU minus the squared centre distance over the squared diagonal of the enclosing box."""
+    iou = _iou_one(box, others, areas, area)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    ocx, ocy = (others[:, 0] + others[:, 2]) / 2, (others[:, 1] + others[:, 3]) / 2
+    ex1 = np.minimum(box[0], others[:, 0])
+    ey1 = np.minimum(box[1], others[:, 1])
+    ex2 = np.maximum(box[2], others[:, 2])
+    ey2 = np.maximum(box[3], others[:, 3])
+    diag = (ex2 - ex1) ** 2 + (ey2 - ey1) ** 2
+    dist = (cx - ocx) ** 2 + (cy - ocy) ** 2
+    return iou - np.where(diag > 0, dist / np.maximum(diag, 1e-12), 0.0)
+
+
+def _offset_by_class(xyxy: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """Shift boxes of different classes apart so one agnostic NMS never compares them."""
+    if xyxy.shape[0] == 0:
+        return xyxy
+    span = float(np.max(np.abs(xyxy))) * 2 + 1.0
+    return xyxy + (class_ids.astype(np.float64) * span)[:, None].astype(xyxy.dtype)
+
+
+def _greedy(
+    xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int, diou: bool
+) -> np.ndarray:
+    order = np.argsort(-scores, kind="stable")
+    boxes = xyxy[order].astype(np.float64)
+    areas = box_area(boxes)
+    keep: list[int] = []
+    alive = np.arange(boxes.shape[0])
+    overlap = _diou_one if diou else _iou_one
+    while alive.size and len(keep) < max_det:
+        i = alive[0]
+        keep.append(int(order[i]))
+        rest = alive[1:]
+        if rest.size == 0:
+            break
+        ious = overlap(boxes[i], boxes[rest], areas[rest], float(areas[i]))
+        alive = rest[ious <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def nms(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    iou_threshold: float,
+    class_ids: np.ndarray | None = None,
+    *,
+    max_det: int = 300,
+    diou: bool = False,
+) -> np.ndarray:
+    """Greedy NMS. Returns indices of kept boxes, best score first.
+
+    A box is suppressed when its IoU (or DIoU with ``diou=True``) with a higher-scoring kept box
+    is *greater than* ``iou_threshold``. With ``class_ids``, only boxes of the same class
+    suppress each other (class-aware, batched by coordinate offsets); without, all do.
+    Ties in score keep the earlier index.
+    """
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if xyxy.shape[0] == 0 or max_det <= 0:
+        return np.zeros(0, np.int64)
+    if class_ids is not None:
+        xyxy = _offset_by_class(xyxy.astype(np.float64), np.asarray(class_ids)).astype(np.float64)
+    return _greedy(xyxy, scores, iou_threshold, max_det, diou)
+
+
+def soft_nms(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    method: Literal["linear", "gaussian"] = "gaussian",
+    score_threshold: float = 0.001,
+    class_ids: np.ndarray | None = None,
+    max_det: int = 300,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Soft-NMS (Bodla et al. 2017): decay overlapping scores instead of removing boxes.
+
+    ``linear``: s *= 1 - IoU where IoU > iou_threshold. ``gaussian``: s *= exp(-IoU² / sigma).
+    Boxes whose decayed score falls below ``score_threshold`` are dropped.
+    Returns ``(indices, new_scores)`` of kept boxes, best first.
+    """
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    work = np.asarray(scores, np.float64).reshape(-1).copy()
+    n = xyxy.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    boxes = xyxy.astype(np.float64)
+    if class_ids is not None:
+        boxes = _offset_by_class(boxes, np.asarray(class_ids))
+    areas = box_area(boxes)
+    alive = np.nonzero(work >= score_threshold)[0]
+    keep: list[int] = []
+    kept_scores: list[float] = []
+    while alive.size and len(keep) < max_det:
+        best = alive[np.argmax(work[alive])]
+        keep.append(int(best))
+        kept_scores.append(float(work[best]))
+        alive = alive[alive != best]
+        if alive.size == 0:
+            break
+        ious = _iou_one(boxes[best], boxes[alive], areas[alive], float(areas[best]))
+        if method == "linear":
+            decay = np.where(ious > iou_threshold, 1.0 - ious, 1.0)
+        else:
+            decay = np.exp(-(ious * ious) / sigma)
+        work[alive] *= decay
+        alive = alive[work[alive] >= score_threshold]
+    return np.asarray(keep, np.int64), np.asarray(kept_scores, np.float32)
+
+
+def clip_boxes(xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Clip xyxy boxes in place to the image [0, width] × [0, height]; returns them."""
+    np.clip(xyxy[:, 0::2], 0, width, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, height, out=xyxy[:, 1::2])
+    return xyxy

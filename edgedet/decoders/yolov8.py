@@ -1,0 +1,84 @@
+"""Ultralytics YOLOv8 / YOLO11 detect head: one output ``[B, 4 + nc, N]``.
+
+Rows 0-3 are (cx, cy, w, h) in input pixels, rows 4.. are per-class scores after sigmoid.
+Exports made with ``[B, N, 4 + nc]`` (transposed) are read too; which axis is which is decided
+from the class count, never by trying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from edgedet.boxes import cxcywh_to_xyxy
+from edgedet.meta import ModelMeta
+
+from .base import Candidates, Family, OutputSpecLike, output_mismatch, select_scores
+
+
+class YoloV8Decoder:
+    def __init__(self, output_name: str, num_classes: int, transposed: bool):
+        self.output_name = output_name
+        self.num_classes = num_classes
+        self.transposed = transposed  # True: [B, N, 4+nc]
+
+    def __call__(
+        self,
+        outputs: Mapping[str, np.ndarray],
+        *,
+        score_threshold: float,
+        multi_label: bool = False,
+        max_candidates: int = 30000,
+    ) -> list[Candidates]:
+        out = outputs[self.output_name]
+        if out.ndim == 2:
+            out = out[None]
+        results = []
+        for pred in out:
+            pred = pred if self.transposed else pred.T  # (N, 4+nc)
+            rows, cls, conf = select_scores(
+                pred[:, 4:], score_threshold, multi_label, max_candidates
+            )
+            xyxy = cxcywh_to_xyxy(pred[rows, :4]).astype(np.float32)
+            results.append(Candidates(xyxy, conf, cls))
+        return results
+
+
+def make_yolov8_decoder(
+    meta: ModelMeta, specs: Sequence[OutputSpecLike], input_hw: tuple[int, int]
+) -> YoloV8Decoder:
+    if len(specs) != 1:
+        raise output_mismatch("yolov8", "expected exactly one output [B, 4+nc, N]", specs)
+    spec = specs[0]
+    shape = spec.shape[1:] if len(spec.shape) == 3 else spec.shape
+    if len(shape) != 2 or any(d is None for d in shape):
+        raise output_mismatch("yolov8", "expected a static output of rank 3 [B, 4+nc, N]", specs)
+    a, b = int(shape[0]), int(shape[1])  # type: ignore[arg-type]
+    nc = len(meta.class_names)
+    if nc:
+        if a == 4 + nc:
+            return YoloV8Decoder(spec.name, nc, transposed=False)
+        if b == 4 + nc:
+            return YoloV8Decoder(spec.name, nc, transposed=True)
+        raise output_mismatch(
+            "yolov8", f"neither axis equals 4 + {nc} classes (the model's class names)", specs
+        )
+    # No names: Ultralytics' own layout is [B, 4+nc, N] with far fewer channels than anchors.
+    if a >= b or a <= 4:
+        raise output_mismatch("yolov8", "cannot tell classes from anchors; pass class names", specs)
+    return YoloV8Decoder(spec.name, a - 4, transposed=False)
+
+
+FAMILY = Family(
+    name="yolov8",
+    make_decoder=make_yolov8_decoder,
+    preset={
+        "color": "RGB",
+        "scale": 1 / 255,
+        "letterbox": "center",
+        "pad_value": 114,
+        "strides": (8, 16, 32),
+    },
+    description="Ultralytics YOLOv8 / YOLO11 detect exports, output [B, 4+nc, N]",
+)

@@ -1,0 +1,522 @@
+"""`Detector` = preprocess + runtime + decoder + NMS, and `load()` that builds one from a file.
+
+image (H×W×3 uint8 BGR) ─ Preprocessor ─► feeds ─ runtime.infer ─► outputs
+    ─ decoder ─► candidates (input pixels) ─ NMS ─► map back + clip ─► Detections
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .boxes import NMS_METHODS, nms, soft_nms
+from .decoders import get_family, meta_from_family
+from .decoders.base import Candidates, Decoder
+from .detections import Detections
+from .errors import (
+    EdgedetError,
+    IncompatibleModelError,
+    InvalidInputError,
+    ModelLoadError,
+    RuntimeUnavailableError,
+)
+from .meta import ModelMeta, read_meta
+from .preprocess import LetterboxMeta, Preprocessor
+
+log = logging.getLogger("edgedet")
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One processed video frame. ``dropped`` counts frames skipped *before* this one (live
+    sources only, when processing fell behind and ``drop="oldest"``)."""
+
+    index: int
+    frame: np.ndarray
+    detections: Detections
+    dropped: int = 0
+
+
+class Detector:
+    """Runs one detector model on BGR uint8 images; returns `Detections` in original pixels.
+
+    Settings (attributes you may change between calls): ``score_threshold`` (0.25),
+    ``iou_threshold`` (0.45), ``max_detections`` (300), ``classes`` (ids or names to keep; None
+    keeps all), ``nms`` (one of ``class_aware``, ``agnostic``, ``soft_linear``,
+    ``soft_gaussian``, ``diou``, ``none``), ``multi_label`` (a box may count for several
+    classes; use it for mAP, not deployment).
+    """
+
+    def __init__(
+        self,
+        runtime: Any,
+        meta: ModelMeta,
+        *,
+        score_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+        classes: Sequence[int | str] | None = None,
+        nms: str = "class_aware",
+        multi_label: bool = False,
+        max_candidates: int = 30000,
+    ):
+        self.runtime = runtime
+        self.meta = meta
+        self.input_spec = self._input_spec()
+        self.input_hw = self._input_hw()
+        if meta.input_size is None:
+            self.meta = meta = meta.replace(input_size=self.input_hw)
+        self.preprocessor = Preprocessor(meta, self.input_hw)
+        family = get_family(meta.family)
+        self.decoder: Decoder = family.make_decoder(meta, runtime.outputs, self.input_hw)
+        if not meta.class_names:
+            self.meta = meta = meta.replace(
+                class_names=tuple(f"class_{i}" for i in range(self.decoder.num_classes))
+            )
+        elif len(meta.class_names) != self.decoder.num_classes:
+            raise IncompatibleModelError(
+                f"the model predicts {self.decoder.num_classes} classes but has "
+                f"{len(meta.class_names)} class names; pass names=... with {self.decoder.num_classes} names"
+            )
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.classes = classes
+        self.nms = nms
+        self.multi_label = multi_label
+        self.max_candidates = max_candidates
+        self._validate_settings()
+        batch = self.input_spec.shape[0] if self.input_spec.shape else None
+        self.fixed_batch: int | None = batch if isinstance(batch, int) else None
+        self._has_batch_axis = len(self.input_spec.shape) == 4
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _input_spec(self) -> Any:
+        specs = self.runtime.inputs
+        if self.meta.input_name is not None:
+            for s in specs:
+                if s.name == self.meta.input_name:
+                    return s
+            raise IncompatibleModelError(
+                f"model meta names input '{self.meta.input_name}', but the model's inputs are "
+                f"{[s.name for s in specs]}"
+            )
+        if len(specs) != 1:
+            raise IncompatibleModelError(
+                f"model has {len(specs)} inputs {[s.name for s in specs]}; edgedet feeds one image "
+                "tensor: set input_name=..."
+            )
+        return specs[0]
+
+    def _input_hw(self) -> tuple[int, int]:
+        shape = self.input_spec.shape
+        if len(shape) != 4:
+            raise IncompatibleModelError(
+                f"model input '{self.input_spec.name}' has shape {list(shape)}; expected an image "
+                "tensor [N, 3, H, W] or [N, H, W, 3]"
+            )
+        hw = (shape[2], shape[3]) if self.meta.layout == "NCHW" else (shape[1], shape[2])
+        if self.meta.input_size is not None:
+            if all(isinstance(d, int) for d in hw) and tuple(hw) != tuple(self.meta.input_size):
+                raise IncompatibleModelError(
+                    f"model input is {hw[1]}x{hw[0]} (w×h) but its meta says "
+                    f"{self.meta.input_size[1]}x{self.meta.input_size[0]}; fix input_size"
+                )
+            return self.meta.input_size
+        if not all(isinstance(d, int) for d in hw):
+            raise IncompatibleModelError(
+                f"model input '{self.input_spec.name}' has a dynamic size {list(shape)}; "
+                "pass input_size=(h, w)"
+            )
+        return (int(hw[0]), int(hw[1]))
+
+    def _validate_settings(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise InvalidInputError(
+                f"score_threshold must be in [0, 1], got {self.score_threshold}"
+            )
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise InvalidInputError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+        if self.max_detections < 1:
+            raise InvalidInputError(f"max_detections must be >= 1, got {self.max_detections}")
+        if self.nms not in NMS_METHODS:
+            raise InvalidInputError(f"nms must be one of {NMS_METHODS}, got '{self.nms}'")
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.meta.class_names
+
+    @property
+    def runtime_name(self) -> str:
+        return str(self.runtime.name)
+
+    def _class_filter(self) -> np.ndarray | None:
+        if self.classes is None:
+            return None
+        ids = []
+        lower = [n.lower() for n in self.class_names]
+        for c in self.classes:
+            if isinstance(c, str):
+                if c.lower() not in lower:
+                    raise InvalidInputError(
+                        f"unknown class '{c}'; this model has {list(self.class_names)}"
+                    )
+                ids.append(lower.index(c.lower()))
+            else:
+                if not 0 <= int(c) < len(self.class_names):
+                    raise InvalidInputError(
+                        f"class id {c} out of range 0..{len(self.class_names) - 1}"
+                    )
+                ids.append(int(c))
+        return np.asarray(ids, np.int32)
+
+    # -- the three stages --------------------------------------------------------------------
+
+    def preprocess(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], list[LetterboxMeta]]:
+        """Images -> feeds for the runtime, and how each image was letterboxed."""
+        batch, lbs = self.preprocessor(images)
+        if self.input_spec.dtype != np.float32:
+            batch = batch.astype(self.input_spec.dtype)
+        if not self._has_batch_axis:  # pragma: no cover - guarded in _input_hw
+            batch = batch[0]
+        return {self.input_spec.name: batch}, lbs
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runtime.infer(feeds)  # type: ignore[no-any-return]
+
+    def postprocess(
+        self, outputs: Mapping[str, np.ndarray], lbs: Sequence[LetterboxMeta]
+    ) -> list[Detections]:
+        """Decode, filter, NMS, map back to original pixels."""
+        for name, arr in outputs.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                # Non-finite values would become garbage boxes; refuse loudly instead.
+                bad = int((~np.isfinite(arr)).sum())
+                raise IncompatibleModelError(
+                    f"model output '{name}' contains {bad} NaN/inf values; the model or its "
+                    "precision (e.g. fp16 overflow) is broken for this input"
+                )
+        cands = self.decoder(
+            outputs,
+            score_threshold=self.score_threshold,
+            multi_label=self.multi_label,
+            max_candidates=self.max_candidates,
+        )
+        keep_classes = self._class_filter()
+        return [self._finish(c, lb, keep_classes) for c, lb in zip(cands, lbs)]
+
+    def _finish(
+        self, c: Candidates, lb: LetterboxMeta, keep_classes: np.ndarray | None
+    ) -> Detections:
+        xyxy, scores, cls = c.xyxy, c.scores, c.class_ids
+        if keep_classes is not None:
+            m = np.isin(cls, keep_classes)
+            xyxy, scores, cls = xyxy[m], scores[m], cls[m]
+        if len(scores) == 0:
+            return Detections.empty()
+        method = "none" if c.nms_done else self.nms
+        if method in ("class_aware", "agnostic", "diou"):
+            keep = nms(
+                xyxy,
+                scores,
+                self.iou_threshold,
+                None if method == "agnostic" else cls,
+                max_det=self.max_detections,
+                diou=method == "diou",
+            )
+            xyxy, scores, cls = xyxy[keep], scores[keep], cls[keep]
+        elif method in ("soft_linear", "soft_gaussian"):
+            keep, new_scores = soft_nms(
+                xyxy,
+                scores,
+                iou_threshold=self.iou_threshold,
+                class_ids=cls,
+                method="linear" if method == "soft_linear" else "gaussian",
+                score_threshold=self.score_threshold,
+                max_det=self.max_detections,
+            )
+            xyxy, scores, cls = xyxy[keep], new_scores, cls[keep]
+        else:
+            order = np.argsort(-scores, kind="stable")[: self.max_detections]
+            xyxy, scores, cls = xyxy[order], scores[order], cls[order]
+        return Detections(lb.to_original(xyxy), scores, cls)
+
+    # -- public calls -------------------------------------------------------------------------
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Detect objects in one H×W×3 uint8 BGR image."""
+        feeds, lbs = self.preprocess([image])
+        return self.postprocess(self.infer(feeds), lbs)[0]
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None
+    ) -> list[Detections]:
+        """Detect in several images; runs them in batches the model accepts."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        step = self.fixed_batch or batch_size or 8
+        out: list[Detections] = []
+        for start in range(0, len(images), step):
+            chunk = list(images[start : start + step])
+            real = len(chunk)
+            if self.fixed_batch and real < self.fixed_batch:  # pad a static batch, drop extras
+                chunk += [chunk[-1]] * (self.fixed_batch - real)
+            feeds, lbs = self.preprocess(chunk)
+            out.extend(self.postprocess(self.infer(feeds), lbs)[:real])
+        return out
+
+    def stream(
+        self, source: int | str | Path, *, drop: str | None = None, queue_size: int = 4
+    ) -> Iterator[StreamResult]:
+        """Detect on every frame of a video file, camera index or stream URL (through OpenCV).
+
+        Files are read frame by frame and nothing is dropped. Live sources (camera index,
+        ``rtsp://`` / ``http://`` URLs) are read by a background thread into a queue of
+        ``queue_size`` frames; when detection falls behind, ``drop="oldest"`` (the default for
+        live sources) discards the oldest queued frame and reports it in ``dropped`` and in a
+        warning, ``drop="never"`` blocks the reader instead (the camera driver may then drop).
+        """
+        import cv2
+
+        live = isinstance(source, int) or str(source).lower().startswith(
+            ("rtsp://", "http://", "https://", "udp://")
+        )
+        if isinstance(source, (str, Path)) and not live and not Path(source).exists():
+            raise InvalidInputError(f"video source not found: {source}")
+        policy = drop or ("oldest" if live else "never")
+        if policy not in ("oldest", "never"):
+            raise InvalidInputError(f"drop must be 'oldest' or 'never', got '{policy}'")
+        cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        if not cap.isOpened():
+            raise InvalidInputError(f"OpenCV could not open video source {source!r}")
+        try:
+            if not live:
+                index = 0
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    yield StreamResult(index, frame, self(frame))
+                    index += 1
+                return
+            yield from self._stream_live(cap, policy, queue_size)
+        finally:
+            cap.release()
+
+    def _stream_live(self, cap: Any, policy: str, queue_size: int) -> Iterator[StreamResult]:
+        frames: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=queue_size)
+        stop = threading.Event()
+        dropped = [0]
+
+        def reader() -> None:
+            index = 0
+            while not stop.is_set():
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if policy == "oldest" and frames.full():
+                    try:
+                        frames.get_nowait()
+                        dropped[0] += 1
+                    except queue.Empty:
+                        pass
+                frames.put((index, frame))
+                index += 1
+            frames.put(None)
+
+        thread = threading.Thread(target=reader, daemon=True, name="edgedet-stream-reader")
+        thread.start()
+        reported = 0
+        try:
+            while True:
+                item = frames.get()
+                if item is None:
+                    break
+                index, frame = item
+                newly = dropped[0] - reported
+                if newly:
+                    log.warning("stream: dropped %d frame(s) because detection fell behind", newly)
+                reported += newly
+                yield StreamResult(index, frame, self(frame), newly)
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    frames.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
+
+    def warmup(self, iterations: int = 3) -> None:
+        """Run a few blank frames so lazy allocations and kernel selection happen now."""
+        h, w = self.input_hw
+        blank = np.full((h, w, 3), 114, np.uint8)
+        for _ in range(iterations):
+            self(blank)
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime, version, device and precision actually used, plus the model's family."""
+        info: dict[str, Any] = {"runtime": self.runtime_name}
+        if hasattr(self.runtime, "describe"):
+            info.update(self.runtime.describe())
+        info.setdefault("precision", getattr(self.runtime, "precision", self.meta.precision))
+        info.update(
+            {
+                "family": self.meta.family,
+                "input_size": list(self.input_hw),
+                "classes": len(self.class_names),
+            }
+        )
+        return info
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector(family={self.meta.family!r}, runtime={self.runtime_name!r}, "
+            f"input={self.input_hw[1]}x{self.input_hw[0]}, classes={len(self.class_names)})"
+        )
+
+
+# -- load() ------------------------------------------------------------------------------------
+
+_DETECTOR_SETTINGS = (
+    "score_threshold",
+    "iou_threshold",
+    "max_detections",
+    "classes",
+    "nms",
+    "multi_label",
+    "max_candidates",
+)
+
+
+def resolve_meta(
+    path: Path | None, family: str | None, meta: ModelMeta | None, overrides: Mapping[str, Any]
+) -> ModelMeta:
+    """The meta to use: explicit ``meta``, else the file's own (edgedet's or a known foreign
+    format), else the ``family`` preset; then ``overrides`` on top. ``names`` means class_names."""
+    changes = dict(overrides)
+    if "names" in changes:
+        changes["class_names"] = changes.pop("names")
+    if meta is None:
+        carried = read_meta(path) if path is not None else None
+        if carried is not None and (family is None or carried.family == family):
+            meta = carried
+        elif family is not None:
+            meta = meta_from_family(family)
+        else:
+            where = f"'{path}'" if path is not None else "this model"
+            from .decoders import family_names
+
+            raise IncompatibleModelError(
+                f"{where} carries no edgedet metadata, so edgedet cannot know how to decode it; "
+                f"pass family=... (one of {', '.join(family_names())}) or write the meta once "
+                "with `edgedet import MODEL --family F --out OUT.onnx`"
+            )
+    return meta.replace(**changes) if changes else meta
+
+
+def load(
+    model: str | Path | Any,
+    runtime: str | Sequence[str] = "auto",
+    device: str | None = None,
+    *,
+    family: str | None = None,
+    meta: ModelMeta | None = None,
+    runtime_options: Mapping[str, Any] | None = None,
+    score_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 300,
+    classes: Sequence[int | str] | None = None,
+    nms: str = "class_aware",
+    multi_label: bool = False,
+    **meta_overrides: Any,
+) -> Detector:
+    """Load a detector.
+
+    Args:
+        model: ``.onnx`` / ``.xml`` / ``.engine`` / ``.plan`` path (or an ``nn.Module`` with
+            ``runtime="torch"``).
+        runtime: ``"auto"`` (by file suffix: .engine/.plan -> tensorrt, .xml -> openvino,
+            .onnx -> onnxruntime), a runtime name, or a tuple of names tried in order
+            (opt-in fallback; the choice is logged and shown by ``Detector.runtime_name``).
+        device: runtime device (``cpu``, ``cuda:0``, ``CPU``, ``GPU``, ``dla:0``...).
+        family: decoder family for models without edgedet meta (``yolox``, ``nanodet``...).
+        runtime_options: passed to the runtime (``threads``, ``precision``, ``cache_dir``...).
+        meta_overrides: `ModelMeta` fields to override (``names="coco"``, ``input_size``...).
+    """
+    path = Path(model) if isinstance(model, (str, Path)) else None
+    if path is not None and not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    resolved = resolve_meta(path, family, meta, meta_overrides)
+    from edgedet.runtimes.registry import resolve_auto, runtime_class
+
+    if isinstance(runtime, str):
+        names = [resolve_auto(path) if runtime == "auto" and path is not None else runtime]
+        if runtime == "auto" and path is None:
+            names = ["torch"]
+    else:
+        names = list(runtime)
+        if not names:
+            raise InvalidInputError("runtime fallback list is empty")
+    errors: list[str] = []
+    for i, name in enumerate(names):
+        try:
+            cls = runtime_class(name)
+            opts = dict(runtime_options or {})
+            if (
+                name == "openvino"
+                and "precision" not in opts
+                and resolved.precision in ("fp16", "bf16")
+            ):
+                opts["precision"] = resolved.precision
+            rt = cls(model, device=device, **opts)
+        except RuntimeUnavailableError as err:
+            if i == len(names) - 1:
+                if errors:
+                    raise RuntimeUnavailableError("; ".join([*errors, str(err)])) from err
+                raise
+            errors.append(str(err))
+            continue
+        except TypeError as err:
+            raise InvalidInputError(
+                f"runtime '{name}' does not accept these options: {err}"
+            ) from err
+        if errors:
+            log.warning("runtime fallback: using '%s' (%s)", name, "; ".join(errors))
+        else:
+            log.info("using runtime '%s' for %s", name, path or type(model).__name__)
+        try:
+            return Detector(
+                rt,
+                resolved,
+                score_threshold=score_threshold,
+                iou_threshold=iou_threshold,
+                max_detections=max_detections,
+                classes=classes,
+                nms=nms,
+                multi_label=multi_label,
+            )
+        except EdgedetError:
+            rt.close()
+            raise
+    raise RuntimeUnavailableError("no runtime could load the model")  # pragma: no cover

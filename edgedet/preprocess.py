@@ -1,0 +1,183 @@
+"""Image -> network input, and network pixels -> original pixels.
+
+One function feeds inference, INT8 calibration and benchmarks, so a model is calibrated with
+exactly the preprocessing it is deployed with.
+
+Coordinate frames: *original* pixels are those of the image the user passed (x right, y down,
+origin at the top-left corner of the top-left pixel); *input* pixels are those of the tensor
+fed to the network, after resize and padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import InvalidInputError
+from .meta import ModelMeta
+
+#: Largest side accepted (OpenCV's resize is limited to 32767 per side).
+MAX_SIDE = 32767
+
+
+@dataclass(frozen=True)
+class LetterboxMeta:
+    """How an image was fitted into the network input.
+
+    ``input = original * (scale_x, scale_y) + (pad_x, pad_y)``; ``original_hw`` is the size of
+    the image before resizing, ``input_hw`` the network input size.
+    """
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    original_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map float (N, 4) xyxy boxes from input pixels to original pixels, clipped to the image."""
+        out = np.empty_like(xyxy, dtype=np.float32)
+        out[:, 0::2] = (xyxy[:, 0::2] - self.pad_x) / self.scale_x
+        out[:, 1::2] = (xyxy[:, 1::2] - self.pad_y) / self.scale_y
+        h, w = self.original_hw
+        np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
+        return out
+
+    def to_input(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map float (N, 4) xyxy boxes from original pixels to input pixels (the inverse)."""
+        out = np.empty_like(xyxy, dtype=np.float32)
+        out[:, 0::2] = xyxy[:, 0::2] * self.scale_x + self.pad_x
+        out[:, 1::2] = xyxy[:, 1::2] * self.scale_y + self.pad_y
+        return out
+
+
+def as_bgr_image(image: object) -> np.ndarray:
+    """Validate an image and return it as a contiguous H×W×3 uint8 BGR array.
+
+    Accepts uint8 H×W×3 (BGR), H×W or H×W×1 (grayscale, converted), H×W×4 (BGRA, alpha
+    dropped). Raises `InvalidInputError` for anything else, saying what came and how to fix it.
+    """
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(
+            f"image must be a numpy array (H×W×3 uint8, BGR as cv2.imread returns), "
+            f"got {type(image).__name__}"
+        )
+    if image.dtype != np.uint8:
+        if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+            raise InvalidInputError(
+                f"image contains NaN or inf values ({image.dtype}); edgedet expects uint8 BGR pixels"
+            )
+        hint = (
+            " (scale 0-1 floats with (img * 255).clip(0, 255).astype(np.uint8))"
+            if image.dtype.kind == "f"
+            else ""
+        )
+        raise InvalidInputError(f"image dtype must be uint8, got {image.dtype}{hint}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3):
+        raise InvalidInputError(
+            f"image must have shape H×W×3 (or H×W grayscale), got shape {image.shape}"
+        )
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise InvalidInputError(f"image is empty: shape {image.shape}")
+    if max(h, w) > MAX_SIDE:
+        raise InvalidInputError(
+            f"image is {w}×{h} pixels; the largest side edgedet accepts is {MAX_SIDE}: tile it or "
+            "downscale it first"
+        )
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if channels != 3:
+        raise InvalidInputError(
+            f"image must have 1, 3 or 4 channels, got {channels} (shape {image.shape})"
+        )
+    return np.ascontiguousarray(image)
+
+
+def letterbox(
+    image: np.ndarray, input_hw: tuple[int, int], style: str = "center", pad_value: int = 114
+) -> tuple[np.ndarray, LetterboxMeta]:
+    """Resize a H×W×C uint8 image into ``input_hw``.
+
+    ``center``: keep aspect ratio, pad equally on both sides (Ultralytics' rounding);
+    ``topleft``: keep aspect ratio, pad right and bottom (YOLOX); ``stretch``: no padding.
+    Returns the input-sized image and its `LetterboxMeta`.
+    """
+    h, w = image.shape[:2]
+    th, tw = input_hw
+    if style == "stretch":
+        out = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+        return out, LetterboxMeta(tw / w, th / h, 0.0, 0.0, (h, w), (th, tw))
+    r = min(th / h, tw / w)
+    if style == "topleft":
+        nw, nh = int(w * r), int(h * r)  # YOLOX truncates
+        left = top = 0
+    else:
+        nw, nh = round(w * r), round(h * r)
+        top = round((th - nh) / 2 - 0.1)
+        left = round((tw - nw) / 2 - 0.1)
+    nw, nh = max(nw, 1), max(nh, 1)
+    resized = (
+        image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    )
+    out = cv2.copyMakeBorder(
+        resized,
+        top,
+        th - nh - top,
+        left,
+        tw - nw - left,
+        cv2.BORDER_CONSTANT,
+        value=(pad_value, pad_value, pad_value),
+    )
+    return out, LetterboxMeta(nw / w, nh / h, float(left), float(top), (h, w), (th, tw))
+
+
+class Preprocessor:
+    """Turns BGR uint8 images into one float32 batch the model expects, per its `ModelMeta`.
+
+    Calling it returns ``(batch, metas)``: batch float32 (N, 3, H, W) or (N, H, W, 3) by
+    ``meta.layout``; one `LetterboxMeta` per image.
+    """
+
+    def __init__(self, meta: ModelMeta, input_hw: tuple[int, int]):
+        self.meta = meta
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        mean = np.array(meta.mean if meta.mean is not None else (0.0, 0.0, 0.0), np.float32)
+        std = np.array(meta.std if meta.std is not None else (1.0, 1.0, 1.0), np.float32)
+        # x = (p * scale - mean) / std  ==  p * gain + bias, one fused multiply-add per pixel.
+        self._gain = (np.float32(meta.scale) / std).astype(np.float32)
+        self._bias = (-mean / std).astype(np.float32)
+        self._swap_rb = meta.color == "RGB"
+
+    def fit(self, image: np.ndarray) -> tuple[np.ndarray, LetterboxMeta]:
+        """One validated image -> H×W×3 uint8 in the model's colour order, and its LetterboxMeta."""
+        bgr = as_bgr_image(image)
+        boxed, lb = letterbox(bgr, self.input_hw, self.meta.letterbox, self.meta.pad_value)
+        if self._swap_rb:
+            boxed = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)
+        return boxed, lb
+
+    def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxMeta]]:
+        if len(images) == 0:
+            raise InvalidInputError("no images to preprocess")
+        h, w = self.input_hw
+        batch = np.empty((len(images), h, w, 3), np.float32)
+        metas = []
+        for i, image in enumerate(images):
+            boxed, lb = self.fit(image)
+            np.multiply(boxed, self._gain, out=batch[i], casting="unsafe")
+            batch[i] += self._bias
+            metas.append(lb)
+        if self.meta.layout == "NCHW":
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return batch, metas

@@ -1,0 +1,218 @@
+"""OpenVINO: CPU / GPU / NPU / AUTO, reading ONNX (including QDQ INT8) and IR (.xml + .bin).
+
+Precision is explicit. OpenVINO's CPU plugin runs f32 models in bf16 on CPUs with bf16 units
+(AMX / AVX512-BF16) unless told otherwise, which changes accuracy and speed silently. edgedet
+sets ``INFERENCE_PRECISION_HINT`` from ``precision`` (default: what the model says, i.e. f32 for
+a float model) and reports what the compiled model actually runs: ``int8`` when quantized
+layers run in i8/u8, else the precision the plugin reports back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import openvino as ov
+
+from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailableError
+
+from .base import RuntimeBase, TensorSpec
+
+_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+_HINTS = {
+    "latency": "LATENCY",
+    "throughput": "THROUGHPUT",
+    "cumulative_throughput": "CUMULATIVE_THROUGHPUT",
+}
+_REPORTED = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def _spec(port: Any, fallback: str) -> TensorSpec:
+    pshape = port.get_partial_shape()
+    shape = tuple(int(d.get_length()) if d.is_static else None for d in pshape)
+    names = port.get_names()
+    name = port.get_any_name() if names else fallback
+    return TensorSpec(name, shape, np.dtype(port.get_element_type().to_dtype()))
+
+
+class OpenVinoRuntime(RuntimeBase):
+    """A compiled OpenVINO model.
+
+    Args:
+        model: ``.onnx`` or ``.xml`` path.
+        device: ``CPU`` (default), ``GPU``, ``GPU.1``, ``NPU``, ``AUTO``...
+        precision: ``fp32`` / ``bf16`` / ``fp16`` inference precision for float layers
+            (None: ``fp32``, what a float model says; INT8 layers of a quantized model stay INT8).
+        hint: ``latency`` (default) or ``throughput``.
+        streams, threads: ``NUM_STREAMS`` / ``INFERENCE_NUM_THREADS`` (None: plugin default).
+        cache_dir: compiled-blob cache (speeds up the next load).
+        requests: size of the async infer queue (None: the plugin's optimal number).
+    """
+
+    name: ClassVar[str] = "openvino"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+        hint: str = "latency",
+        streams: int | None = None,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+        requests: int | None = None,
+    ):
+        self.device = (device or "CPU").upper()
+        precision = (precision or "fp32").lower()
+        if precision not in _PRECISIONS:
+            raise InvalidInputError(
+                f"openvino precision must be one of fp32, bf16, fp16, got '{precision}'"
+            )
+        if hint not in _HINTS:
+            raise InvalidInputError(f"openvino hint must be one of {list(_HINTS)}, got '{hint}'")
+        self.core = ov.Core()
+        base = self.device.split(".")[0].split(":")[0]
+        if base not in ("AUTO", "MULTI", "HETERO") and not any(
+            d.split(".")[0] == base for d in self.core.available_devices
+        ):
+            raise RuntimeUnavailableError(
+                f"openvino device '{self.device}' is not available here; available: "
+                f"{self.core.available_devices}"
+            )
+        path = Path(model)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": _HINTS[hint],
+            "INFERENCE_PRECISION_HINT": _PRECISIONS[precision],
+        }
+        if streams is not None:
+            config["NUM_STREAMS"] = int(streams)
+        if threads is not None and base == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if base in ("AUTO", "MULTI"):
+            config.pop("INFERENCE_PRECISION_HINT")  # set per device by the AUTO plugin
+        try:
+            ov_model = self.core.read_model(str(path))
+        except RuntimeError as err:
+            raise ModelLoadError(f"openvino could not read {path}: {err}") from err
+        try:
+            self.compiled = self.core.compile_model(ov_model, self.device, config)
+        except RuntimeError as err:
+            raise ModelLoadError(
+                f"openvino could not compile {path} for {self.device}: {err}"
+            ) from err
+        self.model_path = path
+        self.requested_precision = precision
+        self.hint = hint
+        self.inputs = tuple(_spec(p, f"input{i}") for i, p in enumerate(self.compiled.inputs))
+        self.outputs = tuple(_spec(p, f"output{i}") for i, p in enumerate(self.compiled.outputs))
+        self._request = self.compiled.create_infer_request()
+        self._requests = requests
+        self._queue: Any = None
+        self._precision = self._actual_precision()
+
+    def _actual_precision(self) -> str:
+        try:
+            runtime_model = self.compiled.get_runtime_model()
+            kinds = set()
+            for op in runtime_model.get_ops():
+                info = op.get_rt_info()
+                if "runtimePrecision" in info:
+                    kinds.add(info["runtimePrecision"].astype(str))
+            if kinds & {"i8", "u8"}:
+                return "int8"
+        except RuntimeError:
+            pass  # some plugins (GPU/NPU) expose no runtime model; fall back to the hint
+        try:
+            reported = str(self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
+        except RuntimeError:
+            return self.requested_precision
+        return _REPORTED.get(reported, reported)
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._check_feeds(feeds)
+        result = self._request.infer({s.name: feeds[s.name] for s in self.inputs})
+        return {
+            spec.name: np.array(result[port])
+            for spec, port in zip(self.outputs, self.compiled.outputs)
+        }
+
+    def submit(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        callback: Callable[[dict[str, np.ndarray], Any], None],
+        userdata: Any = None,
+    ) -> None:
+        """Queue a request on an ``AsyncInferQueue`` (created on first use)."""
+        self._check_feeds(feeds)
+        if self._queue is None:
+            self._queue = ov.AsyncInferQueue(self.compiled, self._requests or 0)
+            outputs = self.outputs
+
+            def done(request: Any, user: tuple[Callable[..., None], Any]) -> None:
+                cb, data = user
+                cb(
+                    {
+                        s.name: np.array(request.get_output_tensor(i).data)
+                        for i, s in enumerate(outputs)
+                    },
+                    data,
+                )
+
+            self._queue.set_callback(done)
+        self._queue.start_async({s.name: feeds[s.name] for s in self.inputs}, (callback, userdata))
+
+    def wait_all(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+
+    def describe(self) -> dict[str, Any]:
+        def prop(key: str) -> Any:
+            try:
+                value = self.compiled.get_property(key)
+            except RuntimeError:
+                return None
+            return value if isinstance(value, (int, float, str)) else str(value)
+
+        return {
+            "runtime": self.name,
+            "runtime_version": ov.__version__,
+            "device": self.device,
+            "device_name": self._device_name(),
+            "threads": prop("INFERENCE_NUM_THREADS"),
+            "streams": prop("NUM_STREAMS"),
+            "hint": self.hint,
+            "precision": self.precision,
+            "precision_requested": self.requested_precision,
+        }
+
+    def _device_name(self) -> str:
+        try:
+            return str(self.core.get_property(self.device.split(":")[0], "FULL_DEVICE_NAME"))
+        except RuntimeError:
+            return self.device
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        core = ov.Core()
+        return {"version": ov.__version__, "devices": list(core.available_devices)}
+
+    def close(self) -> None:
+        if not self._closed:
+            if self._queue is not None:
+                self._queue.wait_all()
+            self._queue = None
+            self._request = None
+            self.compiled = None  # type: ignore[assignment]
+        super().close()
