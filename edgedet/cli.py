@@ -1,0 +1,576 @@
+"""The ``edgedet`` command.
+
+Subcommands are thin: they parse arguments and call the library. Commands whose code needs an
+optional extra (train, calibrate, bench) import it only when run, so ``edgedet --help`` and the
+device-side commands work with torch absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import EdgedetError, InvalidInputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+
+# -- shared arguments --------------------------------------------------------------------------
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--runtime/--device/--family/--names/--threads/--precision, shared by model commands."""
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        help="onnxruntime, openvino, tensorrt, or auto (by file suffix); several comma-separated = fallbacks in order",
+    )
+    p.add_argument(
+        "--device", default=None, help="runtime device: cpu, cuda:0, CPU, GPU, NPU, AUTO, dla:0 ..."
+    )
+    p.add_argument(
+        "--family",
+        default=None,
+        help="decoder family for models without edgedet meta: yolov8, yolo11, yolov5, yolox, nanodet, end2end, edgedet",
+    )
+    p.add_argument(
+        "--names",
+        default=None,
+        help="class names: 'coco', a comma-separated list, or a file with one per line",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="inference threads (default: runtime decides)"
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        help="runtime inference precision, e.g. fp32/bf16/fp16 (OpenVINO), fp16/int8 (TensorRT)",
+    )
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+
+
+def load_from_args(args: argparse.Namespace, model: str | Path) -> Any:
+    from .detector import load
+
+    runtime: str | tuple[str, ...] = args.runtime
+    if "," in args.runtime:
+        runtime = tuple(r.strip() for r in args.runtime.split(",") if r.strip())
+    opts: dict[str, Any] = {}
+    if args.threads is not None:
+        opts["threads"] = args.threads
+    if args.precision is not None:
+        opts["precision"] = args.precision
+    overrides: dict[str, Any] = {}
+    if args.names:
+        overrides["names"] = args.names
+    return load(
+        model,
+        runtime=runtime,
+        device=args.device,
+        family=args.family,
+        runtime_options=opts,
+        score_threshold=args.conf,
+        iou_threshold=args.iou,
+        **overrides,
+    )
+
+
+def escape(text: str) -> str:
+    """Escape rich markup: "edgedet[openvino]" must print as written, not as a style tag."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+# -- predict -------------------------------------------------------------------------------------
+
+
+def _iter_sources(source: str) -> tuple[str, list[Path] | int | str]:
+    """Classify a source: ('images', [paths]) / ('video', path or camera index or URL)."""
+    if source.isdigit():
+        return "video", int(source)
+    if "://" in source:
+        return "video", source
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InvalidInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
+        return "images", files
+    if not path.exists():
+        matches = sorted(Path().glob(source))
+        if matches:
+            return "images", [m for m in matches if m.suffix.lower() in IMAGE_SUFFIXES]
+        raise InvalidInputError(f"source not found: {source}")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return "video", path
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "images", [path]
+    raise InvalidInputError(
+        f"'{source}' is neither an image ({sorted(IMAGE_SUFFIXES)}) nor a video ({sorted(VIDEO_SUFFIXES)})"
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+    from rich.progress import Progress
+
+    from .draw import draw_detections
+    from .meta import atomic_write_bytes
+
+    model = args.model or default_sample_model()
+    det = load_from_args(args, model)
+    kind, src = _iter_sources(args.source)
+    out_dir = Path(args.save)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    con = console()
+    con.print(f"[bold]{det}[/] · {det.describe().get('precision')} · saving to {out_dir}")
+
+    def record(image_id: int, file_name: str, dets: Any) -> None:
+        for box, score, cid in zip(dets.xywh, dets.scores, dets.class_ids):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "file_name": file_name,
+                    "category_id": int(cid),
+                    "category_name": det.class_names[int(cid)],
+                    "bbox": [round(float(v), 2) for v in box],
+                    "score": round(float(score), 5),
+                }
+            )
+
+    with Progress(console=con, transient=False) as progress:
+        if kind == "images":
+            assert isinstance(src, list)  # for the type checker; _iter_sources guarantees it
+            task = progress.add_task("predict", total=len(src))
+            for i, path in enumerate(src):
+                image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                if image is None:
+                    con.print(f"[yellow]skipped {path}: OpenCV cannot read it (missing or corrupt)")
+                    progress.advance(task)
+                    continue
+                if image.dtype != "uint8":  # 16-bit PNG/TIFF -> 8-bit
+                    image = (image / 257).astype("uint8")
+                bgr = _as_bgr(image)
+                dets = det(bgr)
+                record(i, path.name, dets)
+                if not args.no_draw:
+                    suffix = (
+                        path.suffix.lower()
+                        if path.suffix.lower() in (".jpg", ".jpeg", ".png")
+                        else ".jpg"
+                    )
+                    ok, buf = cv2.imencode(suffix, draw_detections(bgr, dets, det.class_names))
+                    if ok:
+                        atomic_write_bytes(out_dir / (path.stem + suffix), buf.tobytes())
+                progress.advance(task)
+        else:
+            task = progress.add_task("predict (video)", total=None)
+            writer = None
+            dropped = 0
+            video_out = out_dir / (
+                Path(str(src)).stem + "_pred.mp4"
+                if not isinstance(src, int)
+                else f"camera{src}_pred.mp4"
+            )
+            tmp_out = video_out.with_name("." + video_out.name + ".part.mp4")
+            try:
+                for res in det.stream(src):
+                    record(res.index, f"frame_{res.index:06d}", res.detections)
+                    dropped += res.dropped
+                    if not args.no_draw:
+                        if writer is None:
+                            h, w = res.frame.shape[:2]
+                            writer = cv2.VideoWriter(
+                                str(tmp_out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h)
+                            )
+                        writer.write(draw_detections(res.frame, res.detections, det.class_names))
+                    progress.advance(task)
+            finally:
+                if writer is not None:
+                    writer.release()
+                    tmp_out.replace(video_out)
+            if dropped:
+                con.print(
+                    f"[yellow]dropped {dropped} frame(s): detection was slower than the live source"
+                )
+    atomic_write_bytes(
+        out_dir / "detections.json",
+        json.dumps(
+            {
+                "model": str(model),
+                "runtime": det.describe(),
+                "class_names": list(det.class_names),
+                "detections": results,
+            },
+            indent=1,
+        ).encode(),
+    )
+    con.print(f"{len(results)} detections written to {out_dir / 'detections.json'}")
+    det.close()
+    return 0
+
+
+def _as_bgr(image: Any) -> Any:
+    from .preprocess import as_bgr_image
+
+    return as_bgr_image(image)
+
+
+# -- info / runtimes / import ------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .meta import read_meta
+    from .runtimes.registry import AUTO_BY_SUFFIX, probe
+
+    path = Path(args.model)
+    if not path.exists():
+        raise InvalidInputError(f"model file not found: {path}")
+    con = console()
+    info: dict[str, Any] = {"model": str(path), "size_mb": round(path.stat().st_size / 1e6, 2)}
+    try:
+        meta = read_meta(path)
+    except EdgedetError as err:
+        meta = None
+        info["meta_error"] = str(err)
+    info["meta"] = meta.to_dict() if meta else None
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+
+        def dims(v: Any) -> list[Any]:
+            return [d.dim_value or d.dim_param or "?" for d in v.type.tensor_type.shape.dim]
+
+        inits = {i.name for i in m.graph.initializer}
+        info["inputs"] = [
+            {"name": v.name, "shape": dims(v)} for v in m.graph.input if v.name not in inits
+        ]
+        info["outputs"] = [{"name": v.name, "shape": dims(v)} for v in m.graph.output]
+        info["opset"] = {o.domain or "ai.onnx": o.version for o in m.opset_import}
+    candidates = (
+        {"onnxruntime", "openvino", "tensorrt"}
+        if path.suffix.lower() == ".onnx"
+        else {AUTO_BY_SUFFIX.get(path.suffix.lower(), "")}
+    )
+    info["runtimes"] = {name: probe(name) for name in sorted(c for c in candidates if c)}
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    con.print(f"[bold]{path}[/] ({info['size_mb']} MB)")
+    for key in ("inputs", "outputs"):
+        for t in info.get(key, []):
+            con.print(f"  {key[:-1]:6s} {t['name']} {t['shape']}")
+    if meta:
+        con.print(
+            f"  family {meta.family} · source {meta.source} · input {meta.input_size} · {meta.color} · "
+            f"scale {meta.scale:.5g} · letterbox {meta.letterbox} · precision {meta.precision} · "
+            f"{len(meta.class_names)} classes"
+        )
+        if meta.calibration:
+            con.print(f"  calibration: {json.dumps(dict(meta.calibration))[:300]}")
+    else:
+        con.print(
+            f"  [yellow]no edgedet meta[/] {info.get('meta_error', '')}: load it with --family, or run `edgedet import`"
+        )
+    table = Table("runtime", "can run here", "version", "devices / reason")
+    for name, p in info["runtimes"].items():
+        table.add_row(
+            name,
+            "yes" if p["available"] else "no",
+            str(p.get("version") or ""),
+            ", ".join(p.get("devices", [])) if p["available"] else escape(p["reason"]),
+        )
+    con.print(table)
+    return 0
+
+
+def cmd_runtimes(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .runtimes.registry import probe, runtime_names
+
+    rows = [probe(n) for n in runtime_names()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = Table("runtime", "installed", "version", "devices / what to install")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            "yes" if r["available"] else "no",
+            str(r.get("version") or ""),
+            ", ".join(r.get("devices", [])) if r["available"] else escape(r["reason"]),
+        )
+    console().print(table)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .detector import resolve_meta
+    from .meta import write_onnx_meta
+
+    src = Path(args.model)
+    if src.suffix.lower() != ".onnx":
+        raise InvalidInputError(
+            f"edgedet import reads ONNX models, got '{src.suffix}'; for .engine/.xml write a sidecar with edgedet.meta.write_sidecar"
+        )
+    overrides: dict[str, Any] = {}
+    if args.names:
+        overrides["names"] = args.names
+    if args.input_size:
+        overrides["input_size"] = tuple(args.input_size)
+    for key in ("color", "letterbox", "layout"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    if args.pad_value is not None:
+        overrides["pad_value"] = args.pad_value
+    if args.scale is not None:
+        overrides["scale"] = args.scale
+    if args.mean:
+        overrides["mean"] = tuple(args.mean)
+    if args.std:
+        overrides["std"] = tuple(args.std)
+    if args.strides:
+        overrides["strides"] = tuple(args.strides)
+    meta = resolve_meta(src, args.family, None, overrides)
+    from . import __version__ as version
+
+    meta = meta.replace(edgedet_version=version, source=f"imported from {src.name}")
+    out = Path(args.out)
+    write_onnx_meta(src, out, meta)
+    # Prove the written model decodes: load it (no flags) with the first runtime available.
+    from .detector import load
+
+    try:
+        det = load(out, runtime=("onnxruntime", "openvino"))
+    except EdgedetError:
+        out.unlink(missing_ok=True)
+        raise
+    console().print(f"wrote {out}: {det} (checked with {det.runtime_name})")
+    det.close()
+    return 0
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from .data import detect_layout, load_dataset
+
+    fmt, desc = detect_layout(args.path)
+    ds = load_dataset(args.path, format=fmt)
+    con = console()
+    con.print(f"[bold]{args.path}[/]: {desc}")
+    con.print(
+        f"{len(ds)} images, {len(ds.class_names)} classes: {', '.join(ds.class_names[:20])}{' ...' if len(ds.class_names) > 20 else ''}"
+    )
+    for p in ds.problems[:50]:
+        con.print(f"  [yellow]{p}")
+    if len(ds.problems) > 50:
+        con.print(f"  ... and {len(ds.problems) - 50} more problems")
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .data import convert_dataset, load_dataset
+
+    ds = load_dataset(args.path, format=args.format, on_error=args.on_error)
+    out = convert_dataset(ds, args.out, to=args.to)
+    console().print(
+        f"converted {len(ds)} images ({ds.format} -> {args.to}) into {out}; {len(ds.problems)} problem(s) reported"
+    )
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+#: Subcommands implemented by optional parts: name -> (module, add-arguments fn, run fn, help).
+_PLUGGED: dict[str, tuple[str, str, str, str]] = {
+    "bench": (
+        "edgedet.benchmarks.command",
+        "add_bench_arguments",
+        "run_bench",
+        "measure mAP and latency of models on this machine",
+    ),
+    "calibrate": (
+        "edgedet.calibration.command",
+        "add_calibrate_arguments",
+        "run_calibrate",
+        "INT8 post-training calibration",
+    ),
+    "train": (
+        "edgedet.train.command",
+        "add_train_arguments",
+        "run_train",
+        "train an edgedet detector (needs the train extra)",
+    ),
+    "export": (
+        "edgedet.train.command",
+        "add_export_arguments",
+        "run_export",
+        "export a training checkpoint to ONNX with meta",
+    ),
+}
+
+
+def default_sample_model() -> Path:
+    """The sample detector shipped inside the package (trained by edgedet on synthetic roads)."""
+    path = Path(__file__).parent / "assets" / "sample_roads.onnx"
+    if not path.is_file():
+        raise InvalidInputError(
+            "no model given and the embedded sample model is not installed; pass a model: "
+            "edgedet predict MODEL.onnx IMAGES"
+        )
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgedet", description="Object detectors from the workstation to the robot."
+    )
+    parser.add_argument("--version", action="version", version=f"edgedet {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log what edgedet decides (runtime chosen, caches)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "predict", help="detect objects in images, a folder, a video, a camera or a stream"
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="model file (.onnx/.xml/.engine); default: the embedded sample",
+    )
+    p.add_argument(
+        "source", help="image, folder, glob, video file, camera index (0) or rtsp:// URL"
+    )
+    add_model_arguments(p)
+    p.add_argument(
+        "--save",
+        default="runs/predict",
+        help="output folder for drawn images/video and detections.json",
+    )
+    p.add_argument("--no-draw", action="store_true", help="write only detections.json")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "info", help="inputs, outputs, meta of a model, and which runtimes can run it here"
+    )
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "runtimes", help="which runtimes are installed and usable here, with versions and devices"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runtimes)
+
+    p = sub.add_parser(
+        "import", help="write a copy of a foreign ONNX model that carries edgedet meta"
+    )
+    p.add_argument("model")
+    p.add_argument("--family", required=True)
+    p.add_argument("--names", default=None, help="'coco', comma-separated names, or a file")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--color", choices=["BGR", "RGB"])
+    p.add_argument("--letterbox", choices=["center", "topleft", "stretch"])
+    p.add_argument("--layout", choices=["NCHW", "NHWC"])
+    p.add_argument("--pad-value", type=int)
+    p.add_argument("--scale", type=float)
+    p.add_argument("--mean", type=float, nargs=3)
+    p.add_argument("--std", type=float, nargs=3)
+    p.add_argument("--strides", type=int, nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("data", help="inspect and convert datasets (COCO, YOLO, VOC, KITTI)")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    d = dsub.add_parser("info", help="detect a dataset's layout and report what was found")
+    d.add_argument("path")
+    d.set_defaults(func=cmd_data_info)
+    d = dsub.add_parser("convert", help="convert a dataset to another format")
+    d.add_argument("path")
+    d.add_argument("--to", required=True, choices=["coco", "yolo", "voc", "kitti"])
+    d.add_argument("--format", default="auto")
+    d.add_argument("--on-error", default="skip", choices=["skip", "stop"])
+    d.add_argument("--out", required=True)
+    d.set_defaults(func=cmd_data_convert)
+    _plug(
+        dsub,
+        "synth",
+        "edgedet.train.command",
+        "add_synth_arguments",
+        "run_synth",
+        "generate synthetic road scenes (COCO + YOLO)",
+    )
+
+    for name, (module, add, run, help_text) in _PLUGGED.items():
+        _plug(sub, name, module, add, run, help_text)
+    return parser
+
+
+def _plug(sub: Any, name: str, module: str, add: str, run: str, help_text: str) -> None:
+    """Add a subcommand whose arguments live in an optional module (imported without extras)."""
+    p = sub.add_parser(name, help=help_text)
+    try:
+        mod = importlib.import_module(module)
+        getattr(mod, add)(p)
+        runner: Callable[[argparse.Namespace], int] = getattr(mod, run)
+    except (ImportError, AttributeError) as err:
+        reason = str(err)
+
+        def runner(args: argparse.Namespace, _reason: str = reason) -> int:
+            raise InvalidInputError(f"'edgedet {name}' is not available in this install: {_reason}")
+
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=runner)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgedetError as err:
+        print(f"edgedet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgedet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
