@@ -11,6 +11,10 @@ NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` (the pybind11 bindings) and the 
   ``set_tensor_address(name, int_ptr)``, ``execute_async_v3(stream_handle)`` -> bool;
 - ``trt.Runtime(logger).deserialize_cuda_engine(bytes)`` (None on failure), ``runtime.DLA_core``.
 
+(docs.nvidia.com/deeplearning/tensorrt/11.4.1/api/migration/tensorrt-8x-to-10x-python-api-patterns
+.html; .../tensorrt/api/python_api/infer/Core/Engine.html; .../tensorrt/latest/_static/python-api/
+infer/Core/ExecutionContext.html.)
+
 Device memory, streams and the CUDA context come from pycuda (``pycuda.driver``, never
 ``pycuda.autoinit``: no import-time side effects): ``cuda.init()``,
 ``cuda.Device(i).make_context()``, ``Context.push()`` / ``cuda.Context.pop()`` / ``detach()``,

@@ -24,6 +24,13 @@ NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` and the docs pages cited next to
 ignore_mismatch)``, ``default_device_type``, ``DLA_core``; ``IOptimizationProfile.set_shape(name,
 min, opt, max)``; ``ITimingCache.serialize()``; ``trt.OnnxParser(network, logger).parse(bytes,
 path)``, ``parser.num_errors``, ``parser.get_error(i)``.
+
+Docs checked (2026-11): TensorRT Python API "Builder" / "IBuilderConfig" / "ITimingCache"
+(docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/*.html), "Onnx Parser"
+(.../api/python_api/parsers/Onnx/pyOnnx.html), "Optimizing Builder Performance -> Timing Cache"
+(docs.nvidia.com/deeplearning/tensorrt/10.16.1/performance/builder-performance.html), "Working with
+Quantized Types" (.../tensorrt/latest/inference-library/work-quantized-types.html). pycuda:
+``cuda.init``, ``Device.count/name/compute_capability`` (pycuda driver API reference).
 """
 
 from __future__ import annotations

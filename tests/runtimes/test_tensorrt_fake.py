@@ -529,3 +529,33 @@ def test_missing_tensorrt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
         runtime_class("tensorrt")
     for name in _OURS:
         sys.modules.pop(name, None)
+
+
+def test_registry_protocols_and_probe(fake: Any, onnx_static: Path, tmp_path: Path) -> None:
+    from edgedet.runtimes.base import DescribesItself, ReportsPrecision, Runtime
+    from edgedet.runtimes.registry import probe, runtime_class
+
+    cls = runtime_class("tensorrt")
+    assert cls.name == "tensorrt"
+    with cls(onnx_static, cache_dir=tmp_path / "cache") as rt:
+        assert isinstance(rt, Runtime)
+        assert isinstance(rt, ReportsPrecision)
+        assert isinstance(rt, DescribesItself)
+    info = probe("tensorrt")
+    assert info["available"] is True and info["devices"] == ["Fake GPU"]
+
+
+def test_dynamic_image_size_is_refused(TRT: Any, tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    path = _save(helper.make_graph([helper.make_node("Relu", ["images"], ["y"])], "g", [x], [y]),
+                 tmp_path / "hw.onnx")  # fmt: skip
+    with pytest.raises(InvalidInputError, match=r"dynamic dimensions other than the batch"):
+        TRT(path, cache_dir=tmp_path / "cache", max_batch=2)
+
+
+def test_missing_cuda_device_index(TRT: Any, onnx_static: Path) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"device cuda:3 does not exist: this machine has 1"
+    ):
+        TRT(onnx_static, device="cuda:3")
