@@ -83,6 +83,10 @@ REBUILD_HINT = (
 )
 
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+#: ONNX Runtime's dynamic / operator-oriented quantization: TensorRT has no importer for these.
+_NON_QDQ_INT8_OPS = frozenset(
+    {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul"}
+)
 
 _trt_logger: Any = None
 
@@ -237,7 +241,11 @@ def _load_onnx_bytes(onnx_path: Path) -> bytes:
 
 
 def onnx_has_qdq(onnx_bytes: bytes, where: str) -> bool:
-    """Whether the ONNX graph has QuantizeLinear / DequantizeLinear nodes (explicit INT8)."""
+    """Whether the ONNX graph has QuantizeLinear / DequantizeLinear nodes (explicit INT8).
+
+    Raises ModelLoadError for integer-operator quantization (ConvInteger, QLinearConv...), which
+    TensorRT's ONNX parser does not import.
+    """
     import onnx
 
     try:
@@ -247,7 +255,15 @@ def onnx_has_qdq(onnx_bytes: bytes, where: str) -> bool:
             f"{where} is not a readable ONNX model ({type(err).__name__}: {err}); the file may "
             "be truncated or not an ONNX file"
         ) from err
-    return any(node.op_type in _QDQ_OPS for node in model.graph.node)
+    ops = {node.op_type for node in model.graph.node}
+    foreign = sorted(ops & _NON_QDQ_INT8_OPS)
+    if foreign:
+        raise ModelLoadError(
+            f"{where} is quantized with integer operators TensorRT cannot import ({', '.join(foreign)}"
+            ", e.g. ONNX Runtime dynamic quantization); build the engine from the float model "
+            "(precision='fp16') or from a Q/DQ model (static quantization, edgedet.calibration)"
+        )
+    return bool(ops & _QDQ_OPS)
 
 
 # -- building -----------------------------------------------------------------------------------

@@ -559,3 +559,42 @@ def test_missing_cuda_device_index(TRT: Any, onnx_static: Path) -> None:
         InvalidInputError, match=r"device cuda:3 does not exist: this machine has 1"
     ):
         TRT(onnx_static, device="cuda:3")
+
+
+def test_dynamic_quantization_is_refused_with_advice(TRT: Any, tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4])
+    node = helper.make_node("DynamicQuantizeLinear", ["images"], ["y", "s", "zp"])
+    path = _save(helper.make_graph([node], "g", [x], [y]), tmp_path / "dyn_int8.onnx")
+    with pytest.raises(
+        ModelLoadError, match=r"TensorRT cannot import \(DynamicQuantizeLinear.*float model"
+    ):
+        TRT(path, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.testdata
+def test_detector_on_fake_tensorrt_matches_onnxruntime(
+    fake: Any, models_dir: Path, datasets_dir: Path, tmp_path: Path
+) -> None:
+    """The whole Detector path (meta from the ONNX, preprocess, decode, NMS) over this runtime."""
+    import cv2
+
+    import edgedet
+
+    model = models_dir / "yolov8n_dequant_fp32_640.onnx"
+    image = cv2.imread(str(datasets_dir / "coco_tiny_val2017" / "val2017" / "000000005001.jpg"))
+    assert image is not None
+    with edgedet.load(model, runtime="onnxruntime") as ref_det:
+        ref = ref_det(image)
+    with edgedet.load(
+        model, runtime="tensorrt", runtime_options={"cache_dir": tmp_path / "cache"}
+    ) as det:
+        assert det.runtime_name == "tensorrt"
+        got = det(image)
+    assert len(ref) > 0
+    np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1e-3)
+    np.testing.assert_array_equal(got.class_ids, ref.class_ids)
+    # the cached engine's sidecar carries the Ultralytics-derived meta
+    engine = next((tmp_path / "cache").glob("*.engine"))
+    carried = read_meta(engine)
+    assert carried is not None and carried.family == "yolov8" and len(carried.class_names) == 80
