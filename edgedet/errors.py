@@ -10,6 +10,7 @@ what to do about it.
     │                                                   another TensorRT or GPU, bad meta
     ├── InvalidInputError         (also ValueError)     bad image, bad argument
     ├── DatasetError              (also ValueError)     unreadable or inconsistent dataset
+    ├── InferenceError                                  a runtime failed while running a model
     ├── CalibrationError                                INT8 calibration could not run or finish
     └── TrainingError                                   training / pruning / QAT could not run
 """
@@ -39,6 +40,10 @@ class InvalidInputError(EdgedetError, ValueError):
 
 class DatasetError(EdgedetError, ValueError):
     """A dataset is unreadable or inconsistent (missing image, bad label, unknown class)."""
+
+
+class InferenceError(EdgedetError):
+    """A runtime failed while running a model that loaded fine (device lost, async failure)."""
 
 
 class CalibrationError(EdgedetError):

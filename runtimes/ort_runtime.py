@@ -15,7 +15,12 @@ from typing import Any, ClassVar
 import numpy as np
 import onnxruntime as ort
 
-from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailableError
+from edgedet.errors import (
+    InferenceError,
+    InvalidInputError,
+    ModelLoadError,
+    RuntimeUnavailableError,
+)
 
 from .base import RuntimeBase, TensorSpec
 
@@ -143,31 +148,52 @@ class OnnxRuntime(RuntimeBase):
         callback: Callable[[dict[str, np.ndarray], Any], None],
         userdata: Any = None,
     ) -> None:
-        """Asynchronous run through ``InferenceSession.run_async`` (ORT >= 1.16)."""
+        """Asynchronous run: ``InferenceSession.run_async`` (ORT >= 1.16), or a worker thread
+        calling ``run`` when the session has a single intra-op thread (``run_async`` refuses
+        those sessions); ``run`` is thread-safe and releases the GIL."""
         import threading
 
         self._check_feeds(feeds)
         if not hasattr(self, "_pending"):
             self._pending = 0
             self._cv = threading.Condition()
+            self._errors: list[str] = []
         with self._cv:
             self._pending += 1
 
-        def done(outs: list[np.ndarray], user: Any, err: str) -> None:
+        def finish(outs: list[np.ndarray] | None, user: Any, err: str) -> None:
             try:
-                if not err:
+                if err:
+                    self._errors.append(err)
+                elif outs is not None:
                     callback(dict(zip(self._output_names, outs)), user)
             finally:
                 with self._cv:
                     self._pending -= 1
                     self._cv.notify_all()
 
-        self.session.run_async(self._output_names, dict(feeds), done, userdata)
+        if self.threads == 1:
+
+            def work() -> None:
+                try:
+                    outs = self.session.run(self._output_names, dict(feeds))
+                except Exception as err:  # reported by wait_all, never swallowed
+                    finish(None, userdata, str(err))
+                    return
+                finish(outs, userdata, "")
+
+            threading.Thread(target=work, daemon=True).start()
+        else:
+            self.session.run_async(self._output_names, dict(feeds), finish, userdata)
 
     def wait_all(self) -> None:
+        """Block until every submitted request has finished; raise if any of them failed."""
         if hasattr(self, "_cv"):
             with self._cv:
                 self._cv.wait_for(lambda: self._pending == 0)
+            if self._errors:
+                errors, self._errors = self._errors, []
+                raise InferenceError(f"{len(errors)} async inference(s) failed: {errors[0]}")
 
     @property
     def precision(self) -> str:

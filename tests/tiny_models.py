@@ -1,0 +1,68 @@
+"""Tiny ONNX models built in the test run (nothing downloaded, nothing committed as binary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedet.meta import ModelMeta, write_onnx_meta
+
+
+def conv_weights(cin: int, cout: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(0, 0.5, (cout, cin, 1, 1)).astype(np.float32),
+        rng.normal(0, 0.1, (cout,)).astype(np.float32),
+    )
+
+
+def make_tiny_yolov5(
+    path: Path,
+    *,
+    size: int = 32,
+    nc: int = 2,
+    batch: int | str = 1,
+    meta: ModelMeta | None = None,
+    seed: int = 0,
+) -> Path:
+    """A 1×1 conv -> sigmoid model shaped like a YOLOv5 head: [B, size*size, 5 + nc].
+
+    Boxes decode to (cx, cy, w, h) in [0, 1] pixels (tiny boxes): enough to exercise the whole
+    pipeline, not to detect anything.
+    """
+    c = 5 + nc
+    w, b = conv_weights(3, c, seed)
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, size * size, c])
+    nodes = [
+        helper.make_node("Conv", ["images", "W", "B"], ["conv"]),
+        helper.make_node("Sigmoid", ["conv"], ["sig"]),
+        helper.make_node("Reshape", ["sig", "shape"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["output"], perm=[0, 2, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(b, "B"),
+        numpy_helper.from_array(np.array([0, c, size * size], np.int64), "shape"),
+    ]
+    graph = helper.make_graph(nodes, "tiny_yolov5", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    if meta is not None:
+        write_onnx_meta(path, path, meta)
+    return path
+
+
+def tiny_meta(nc: int = 2) -> ModelMeta:
+    return ModelMeta(
+        family="yolov5",
+        class_names=tuple(f"thing{i}" for i in range(nc)),
+        color="BGR",
+        scale=1 / 255,
+        letterbox="center",
+    )
