@@ -160,7 +160,7 @@ def test_missing_model(tmp_path: Path) -> None:
 def test_truncated_model(tiny: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(tiny.read_bytes()[:200])
-    with pytest.raises(ModelLoadError, match="not a readable ONNX model|could not load"):
+    with pytest.raises(ModelLoadError, match=r"not a readable ONNX model|could not load"):
         edgedet.load(cut, family="yolov5")
 
 
@@ -173,7 +173,7 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
 
 def test_no_meta_no_family(tmp_path: Path) -> None:
     plain = make_tiny_yolov5(tmp_path / "plain.onnx")
-    with pytest.raises(IncompatibleModelError, match="carries no edgedet metadata.*family="):
+    with pytest.raises(IncompatibleModelError, match=r"carries no edgedet metadata.*family="):
         edgedet.load(plain)
 
 
