@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import InvalidInputError
+
 NmsMethod = Literal["class_aware", "agnostic", "soft_linear", "soft_gaussian", "diou", "none"]
 NMS_METHODS: tuple[str, ...] = (
     "class_aware",
@@ -105,6 +107,31 @@ def _offset_by_class(xyxy: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     return xyxy + (class_ids.astype(np.float64) * span)[:, None].astype(xyxy.dtype)
 
 
+def _checked(
+    xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate NMS inputs: xyxy (N, 4), scores (N,), class_ids (N,) or None."""
+    xyxy = np.asarray(xyxy)
+    if xyxy.size == 0 and xyxy.ndim <= 2:
+        xyxy = xyxy.reshape(0, 4)
+    if xyxy.ndim != 2 or xyxy.shape[1] != 4:
+        raise InvalidInputError(f"{what}: xyxy must have shape (N, 4), got {xyxy.shape}")
+    n = xyxy.shape[0]
+    scores = np.asarray(scores)
+    if scores.shape != (n,):
+        raise InvalidInputError(
+            f"{what}: scores must have shape ({n},) to match xyxy {xyxy.shape}, got {scores.shape}"
+        )
+    if class_ids is not None:
+        class_ids = np.asarray(class_ids)
+        if class_ids.shape != (n,):
+            raise InvalidInputError(
+                f"{what}: class_ids must have shape ({n},) to match xyxy {xyxy.shape}, "
+                f"got {class_ids.shape}"
+            )
+    return xyxy, scores, class_ids
+
+
 def _greedy(
     xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int, diou: bool
 ) -> np.ndarray:
@@ -141,12 +168,13 @@ def nms(
     suppress each other (class-aware, batched by coordinate offsets); without, all do.
     Ties in score keep the earlier index.
     """
-    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
-    scores = np.asarray(scores, np.float32).reshape(-1)
+    xyxy, scores, class_ids = _checked(xyxy, scores, class_ids, "nms")
+    xyxy = xyxy.astype(np.float32)
+    scores = scores.astype(np.float32)
     if xyxy.shape[0] == 0 or max_det <= 0:
         return np.zeros(0, np.int64)
     if class_ids is not None:
-        xyxy = _offset_by_class(xyxy.astype(np.float64), np.asarray(class_ids)).astype(np.float64)
+        xyxy = _offset_by_class(xyxy.astype(np.float64), class_ids)
     return _greedy(xyxy, scores, iou_threshold, max_det, diou)
 
 
@@ -167,14 +195,17 @@ def soft_nms(
     Boxes whose decayed score falls below ``score_threshold`` are dropped.
     Returns ``(indices, new_scores)`` of kept boxes, best first.
     """
-    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
-    work = np.asarray(scores, np.float64).reshape(-1).copy()
+    if method not in ("linear", "gaussian"):
+        raise InvalidInputError(f"soft_nms: method must be 'linear' or 'gaussian', got {method!r}")
+    xyxy, scores, class_ids = _checked(xyxy, scores, class_ids, "soft_nms")
+    xyxy = xyxy.astype(np.float32)
+    work = scores.astype(np.float64, copy=True)
     n = xyxy.shape[0]
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     boxes = xyxy.astype(np.float64)
     if class_ids is not None:
-        boxes = _offset_by_class(boxes, np.asarray(class_ids))
+        boxes = _offset_by_class(boxes, class_ids)
     areas = box_area(boxes)
     alive = np.nonzero(work >= score_threshold)[0]
     keep: list[int] = []
