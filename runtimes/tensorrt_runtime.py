@@ -6,7 +6,8 @@ NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` (the pybind11 bindings) and the 
 
 - engine: ``num_io_tensors``, ``get_tensor_name(i)``, ``get_tensor_mode(name)`` ->
   ``trt.TensorIOMode.INPUT/OUTPUT``, ``get_tensor_shape(name)`` (-1 = dynamic),
-  ``get_tensor_dtype(name)`` -> ``trt.nptype(dtype)``, ``create_execution_context()``;
+  ``get_tensor_dtype(name)`` -> ``trt.nptype(dtype)``, ``get_tensor_profile_shape(name,
+  profile_index)`` -> [min, opt, max], ``create_execution_context()``;
 - context: ``set_input_shape(name, shape)`` -> bool, ``get_tensor_shape(name)``,
   ``set_tensor_address(name, int_ptr)``, ``execute_async_v3(stream_handle)`` -> bool;
 - ``trt.Runtime(logger).deserialize_cuda_engine(bytes)`` (None on failure), ``runtime.DLA_core``.
@@ -273,11 +274,15 @@ class TensorRTRuntime(RuntimeBase):
         for name, shape in shapes.items():
             if not self._context.set_input_shape(name, shape):
                 spec = next(s for s in self.inputs if s.name == name)
+                accepted = spec.describe()
+                if spec.is_dynamic:
+                    # get_tensor_profile_shape(name, profile_index) -> [min, opt, max]
+                    lo, _opt, hi = self._engine.get_tensor_profile_shape(name, 0)
+                    accepted += f", from {tuple(lo)} to {tuple(hi)}"
                 raise InvalidInputError(
                     f"input '{name}' shape {shape} is outside what engine {self.engine_path} "
-                    f"accepts ({spec.describe()}); a dynamic batch is limited by the max_batch "
-                    "the engine was built with: rebuild with a larger max_batch or feed smaller "
-                    "batches"
+                    f"accepts ({accepted}); the batch is limited by the max_batch the engine "
+                    "was built with: rebuild with a larger max_batch or feed smaller batches"
                 )
         for spec in (*self.inputs, *self.outputs):
             shape = tuple(int(d) for d in self._context.get_tensor_shape(spec.name))

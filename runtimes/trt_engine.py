@@ -299,19 +299,42 @@ def effective_precision(requested: str, has_qdq: bool, where: str) -> str:
 
 
 def _profile_shapes(
-    name: str, shape: Sequence[int], max_batch: int, opt_batch: int, where: str
+    name: str,
+    shape: Sequence[int],
+    max_batch: int,
+    opt_batch: int,
+    where: str,
+    meta: ModelMeta | None = None,
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
-    """min/opt/max shapes for an input with a dynamic batch; None when the input is static."""
-    dims = tuple(int(d) for d in shape)
+    """min/opt/max shapes for an input with a dynamic batch; None when the input is static.
+
+    A dynamic image size (e.g. an Ultralytics ``dynamic=True`` export) is fixed to the model
+    meta's ``input_size`` when the meta has one; any other dynamic dimension is refused.
+    """
+    dims = [int(d) for d in shape]
     if all(d >= 0 for d in dims):
         return None
+    if (
+        len(dims) == 4
+        and meta is not None
+        and meta.input_size is not None
+        and meta.input_name in (None, name)
+    ):
+        h_axis, w_axis = (2, 3) if meta.layout == "NCHW" else (1, 2)
+        for axis, size in ((h_axis, meta.input_size[0]), (w_axis, meta.input_size[1])):
+            if dims[axis] < 0:
+                dims[axis] = int(size)
     if len(dims) == 0 or any(d < 0 for d in dims[1:]):
-        shown = ",".join("?" if d < 0 else str(d) for d in dims)
+        shown = ",".join("?" if d < 0 else str(d) for d in shape)
         raise InvalidInputError(
             f"{where}: input '{name}' [{shown}] has dynamic dimensions other than the batch; "
-            "export the ONNX model with a fixed input size (only the batch may be dynamic)"
+            "export the ONNX model with a fixed input size, or give it edgedet meta with an "
+            "input_size (only the batch may stay dynamic)"
         )
-    rest = dims[1:]
+    rest = tuple(dims[1:])
+    batch = dims[0]
+    if batch >= 0:  # only the image size was dynamic
+        return (batch, *rest), (batch, *rest), (batch, *rest)
     return (1, *rest), (opt_batch, *rest), (max_batch, *rest)
 
 
@@ -326,13 +349,15 @@ def build_serialized_engine(
     workspace_mb: int = 1024,
     timing_cache: str | Path | None = None,
     onnx_path: str | Path | None = None,
+    meta: ModelMeta | None = None,
 ) -> BuildResult:
     """Parse ONNX bytes and build a serialized engine (no files written except the timing cache).
 
     - precision: FP16 (default) or FP32; a model with Q/DQ nodes is built as explicit INT8
       (``BuilderFlag.INT8``; FP16 too unless fp32 was asked, for the layers left in float).
     - dynamic batch: an optimisation profile min 1 / opt ``opt_batch`` (default ``max_batch``) /
-      max ``max_batch`` for every input whose first dimension is dynamic.
+      max ``max_batch`` for every input whose first dimension is dynamic; a dynamic image size
+      is fixed to ``meta.input_size`` (the ONNX model's own meta when built through the cache).
     - timing cache: read from and written back to ``timing_cache`` when given.
     - DLA: ``default_device_type = DLA``, ``DLA_core``, ``GPU_FALLBACK`` for unsupported layers.
     """
@@ -383,7 +408,7 @@ def build_serialized_engine(
     profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        shapes = _profile_shapes(tensor.name, tuple(tensor.shape), max_batch, opt, where)
+        shapes = _profile_shapes(tensor.name, tuple(tensor.shape), max_batch, opt, where, meta)
         if shapes is None:
             continue
         if profile is None:
@@ -455,11 +480,8 @@ def _engine_record(
     }
 
 
-def _meta_for_engine(onnx_path: Path, precision: str) -> ModelMeta | None:
-    meta = read_meta(onnx_path)
-    if meta is None:
-        return None
-    return meta.replace(precision=precision)
+def _meta_for_engine(meta: ModelMeta | None, precision: str) -> ModelMeta | None:
+    return None if meta is None else meta.replace(precision=precision)
 
 
 def build_engine(
@@ -484,8 +506,10 @@ def build_engine(
     engine_path = Path(engine_path)
     onnx_bytes = _load_onnx_bytes(onnx_path)
     target = current_target(device_index)
+    meta = read_meta(onnx_path)
     result = build_serialized_engine(
         onnx_bytes,
+        meta=meta,
         where=str(onnx_path),
         precision=precision,
         max_batch=max_batch,
@@ -510,7 +534,7 @@ def build_engine(
         source=onnx_path.name,
     )
     write_engine_files(
-        engine_path, result.engine_bytes, record, _meta_for_engine(onnx_path, result.precision)
+        engine_path, result.engine_bytes, record, _meta_for_engine(meta, result.precision)
     )
     return engine_path
 
@@ -566,8 +590,10 @@ def cached_engine(
     )  # fmt: skip
     if timing_cache is None:
         timing_cache = root / f"timing-{target.trt_version}-{target.sm}.cache"
+    meta = read_meta(onnx_path)
     result = build_serialized_engine(
         onnx_bytes,
+        meta=meta,
         where=str(onnx_path),
         precision=precision,
         max_batch=max_batch,
@@ -587,6 +613,6 @@ def cached_engine(
         source=onnx_path.name,
     )
     write_engine_files(
-        engine_path, result.engine_bytes, record, _meta_for_engine(onnx_path, result.precision)
+        engine_path, result.engine_bytes, record, _meta_for_engine(meta, result.precision)
     )
     return CachedEngine(engine_path, False, record)

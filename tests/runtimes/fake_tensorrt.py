@@ -17,8 +17,9 @@ settings; pycuda contexts, streams, pinned/device memory) and checks how they ar
 - "device memory" is numpy byte arrays keyed by fake pointer ints; allocation, copies and
   execution require a current (pushed) CUDA context, so context handling is tested too.
 
-Simplification, stated: output shapes after ``set_input_shape`` substitute the batch of the
-first input for a dynamic leading dimension (the runtime only supports a dynamic batch).
+Simplification, stated: after ``set_input_shape``, a dynamic output dimension takes the value of
+the input dimension with the same ONNX symbolic name (``N``, ``H``...); one with no such input
+stays -1 (as a data-dependent shape would).
 
 Not a reimplementation: no precision effects (everything runs in float32), no tactics, no DLA.
 """
@@ -143,6 +144,7 @@ class _Tensor:
     name: str
     shape: tuple[int, ...]
     dtype: DataType
+    symbols: tuple[str, ...] = ()  # ONNX dim_param per dimension ("" when fixed or unnamed)
 
 
 class INetworkDefinition:
@@ -187,7 +189,8 @@ class ParserError:
 def _value_info(vi: Any) -> _Tensor:
     ttype = vi.type.tensor_type
     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim)
-    return _Tensor(vi.name, dims, _FROM_ONNX[ttype.elem_type])
+    symbols = tuple(d.dim_param for d in ttype.shape.dim)
+    return _Tensor(vi.name, dims, _FROM_ONNX[ttype.elem_type], symbols)
 
 
 class OnnxParser:
@@ -329,6 +332,7 @@ class Builder:
             "onnx": base64.b64encode(network.onnx_bytes).decode(),
             "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network._inputs],
             "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network._outputs],
+            "symbols": {t.name: list(t.symbols) for t in (*network._inputs, *network._outputs)},
             "profile": {k: [list(s) for s in v] for k, v in profile.items()},
             "flags": sorted(f.name for f in config.flags_set),
             "dla_core": config.DLA_core if config.default_device_type == DeviceType.DLA else None,
@@ -361,6 +365,12 @@ class ICudaEngine:
     def get_tensor_dtype(self, name: str) -> DataType:
         return self._by_name[name][2]
 
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
+        prof = self.payload["profile"].get(name)
+        if prof is None:
+            raise RuntimeError(f"no optimization profile {profile_index} for tensor {name}")
+        return [tuple(s) for s in prof]
+
     def create_execution_context(self) -> IExecutionContext:
         return IExecutionContext(self)
 
@@ -389,11 +399,13 @@ class IExecutionContext:
         shape = self.engine.get_tensor_shape(name)
         if self.engine.get_tensor_mode(name) == TensorIOMode.INPUT:
             return self._shapes.get(name, shape)
-        first_input = self.engine.payload["inputs"][0][0]
-        batch = self._shapes.get(first_input, (-1,))[0]
-        if shape and shape[0] < 0:
-            return (batch, *shape[1:])
-        return shape
+        symbols = self.engine.payload["symbols"]
+        known: dict[str, int] = {}
+        for name_in, dims in self._shapes.items():
+            for sym, value in zip(symbols[name_in], dims):
+                if sym:
+                    known[sym] = value
+        return tuple(known.get(sym, -1) if d < 0 else d for d, sym in zip(shape, symbols[name]))
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         self._addresses[name] = int(memory)

@@ -383,7 +383,11 @@ def test_dynamic_batch_gets_a_profile_up_to_max_batch(
         out = rt.infer({"images": _x(3)})
         assert out["boxes"].shape == (3, 3, 4, 4)
         np.testing.assert_allclose(out["scores"], _x(3) - 1, rtol=1e-6)
-        with pytest.raises(InvalidInputError, match=r"outside what engine .* accepts.*max_batch"):
+        with pytest.raises(
+            InvalidInputError,
+            match=r"outside what engine .* accepts \(images\[\?,3,4,4\]:float32, from "
+            r"\(1, 3, 4, 4\) to \(4, 3, 4, 4\)\).*max_batch",
+        ):
             rt.infer({"images": _x(5)})
         # a refused shape leaves the runtime usable
         np.testing.assert_allclose(rt.infer({"images": _x(2)})["boxes"], _x(2) * 2 + 1, rtol=1e-6)
@@ -552,6 +556,22 @@ def test_dynamic_image_size_is_refused(TRT: Any, tmp_path: Path) -> None:
                  tmp_path / "hw.onnx")  # fmt: skip
     with pytest.raises(InvalidInputError, match=r"dynamic dimensions other than the batch"):
         TRT(path, cache_dir=tmp_path / "cache", max_batch=2)
+
+
+def test_dynamic_image_size_is_fixed_from_meta(TRT: Any, fake: Any, tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["y"])], "g", [x], [y])
+    plain = _save(graph, tmp_path / "hw.onnx")
+    meta = ModelMeta(family="yolov8", input_size=(8, 6))
+    with_meta = write_onnx_meta(plain, tmp_path / "hw_meta.onnx", meta)
+    with TRT(with_meta, cache_dir=tmp_path / "cache", max_batch=2) as rt:
+        profile = fake.configs[-1].profiles[0]
+        assert profile.get_shape("images") == [(1, 3, 8, 6), (2, 3, 8, 6), (2, 3, 8, 6)]
+        feed = np.random.default_rng(0).normal(size=(2, 3, 8, 6)).astype(np.float32)
+        np.testing.assert_allclose(rt.infer({"images": feed})["y"], np.maximum(feed, 0))
+        with pytest.raises(InvalidInputError, match=r"outside what engine"):
+            rt.infer({"images": np.zeros((1, 3, 16, 16), np.float32)})
 
 
 def test_missing_cuda_device_index(TRT: Any, onnx_static: Path) -> None:
