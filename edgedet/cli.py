@@ -100,7 +100,7 @@ def console() -> Any:
 # -- predict -------------------------------------------------------------------------------------
 
 
-def _iter_sources(source: str) -> tuple[str, list[Path] | int | str]:
+def _iter_sources(source: str) -> tuple[str, list[Path] | int | str | Path]:
     """Classify a source: ('images', [paths]) / ('video', path or camera index or URL)."""
     if source.isdigit():
         return "video", int(source)
@@ -198,7 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         if writer is None:
                             h, w = res.frame.shape[:2]
                             writer = cv2.VideoWriter(
-                                str(tmp_out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h)
+                                str(tmp_out), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (w, h)
                             )
                         writer.write(draw_detections(res.frame, res.detections, det.class_names))
                     progress.advance(task)

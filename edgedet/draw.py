@@ -13,7 +13,7 @@ from .detections import Detections
 def class_color(class_id: int) -> tuple[int, int, int]:
     """A stable, distinct BGR colour per class id (golden-ratio hue steps)."""
     hue = int((class_id * 0.618033988749895 % 1.0) * 179)
-    hsv = np.uint8([[[hue, 200, 255]]])
+    hsv = np.array([[[hue, 200, 255]]], np.uint8)
     b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
     return int(b), int(g), int(r)
 
