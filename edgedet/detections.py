@@ -34,7 +34,7 @@ class Detections:
         xyxy = np.asarray(self.xyxy, dtype=np.float32)
         scores = np.asarray(self.scores, dtype=np.float32)
         class_ids = np.asarray(self.class_ids)
-        if xyxy.size == 0 and xyxy.ndim <= 2:
+        if xyxy.shape == (0,):  # np.asarray([]): no boxes
             xyxy = xyxy.reshape(0, 4)
         if xyxy.ndim != 2 or xyxy.shape[1] != 4:
             raise InvalidInputError(
@@ -50,9 +50,16 @@ class Detections:
                 f"Detections.class_ids must have shape ({n},) to match xyxy, "
                 f"got {tuple(class_ids.shape)}"
             )
-        if class_ids.size and class_ids.dtype.kind == "f":
-            if not np.all(np.isfinite(class_ids)) or np.any(class_ids != np.round(class_ids)):
-                raise InvalidInputError("Detections.class_ids must be whole numbers")
+        if class_ids.dtype.kind not in "biuf":
+            raise InvalidInputError(
+                f"Detections.class_ids must be integers, got dtype {class_ids.dtype}"
+            )
+        if (
+            class_ids.size
+            and class_ids.dtype.kind == "f"
+            and (not np.all(np.isfinite(class_ids)) or np.any(class_ids != np.round(class_ids)))
+        ):
+            raise InvalidInputError("Detections.class_ids must be whole numbers")
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "class_ids", class_ids.astype(np.int32, copy=False))
