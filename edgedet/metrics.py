@@ -3,11 +3,12 @@ the score threshold you deploy with.
 
 mAP, AP50, AP75, AP small/medium/large, AR@1/10/100 and per-class AP come from the COCO evaluator
 itself, faster-coco-eval (default) or pycocotools, never from a re-implementation. The ground truth
-is built in memory from the `DetectionDataset` (ignore regions become ``iscrowd: 1`` crowd regions,
-``area`` is the box area), predictions go through the `ClassMap` between the model's class names
-and the dataset's (`edgedet.data.map_classes`): predictions of model classes with no dataset class
-are dropped and counted, ground truth of dataset classes no model class stands for is left out, and
-both lists are in the report.
+is built in memory from the `DetectionDataset`: ignore regions become ``iscrowd: 1`` crowd
+regions; ``area`` is the file's own area for COCO datasets (so small / medium / large match the
+official evaluation of the same file) and the box area for other formats. Predictions go through
+the `ClassMap` between the model's class names and the dataset's (`edgedet.data.map_classes`):
+predictions of model classes with no dataset class are dropped and counted, ground truth of dataset
+classes no model class stands for is left out, and both lists are in the report.
 
 Run the detector at a low score threshold (0.001) for mAP: the COCO evaluator integrates the whole
 precision/recall curve, and a deploy-level threshold (0.25) truncates it and lowers mAP.
@@ -50,9 +51,9 @@ class AccuracyReport:
     truth in that area range, no detections above the deploy threshold).
 
     COCO numbers (IoU 0.50:0.95 unless named; up to 100 detections per image): ``map50_95``,
-    ``map50``, ``map75``, ``map_small`` / ``map_medium`` / ``map_large`` (box area < 32², < 96²,
-    above), ``ar1`` / ``ar10`` / ``ar100`` (average recall with at most 1 / 10 / 100 detections per
-    image), ``per_class_ap`` / ``per_class_ap50`` (dataset class name -> AP, for the evaluated,
+    ``map50``, ``map75``, ``map_small`` / ``map_medium`` / ``map_large`` (object area < 32²,
+    < 96², above; ``Annotation.areas``), ``ar1`` / ``ar10`` / ``ar100`` (average recall with at
+    most 1 / 10 / 100 detections per image), ``per_class_ap`` / ``per_class_ap50`` (dataset class name -> AP, for the evaluated,
     i.e. mapped, classes; None for a class with no ground truth in the evaluated images).
 
     At the deployment threshold (detections with score >= ``deploy_threshold``, greedy matching

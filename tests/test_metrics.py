@@ -300,3 +300,35 @@ def test_kitti_with_coco_model_names(datasets_dir: Path) -> None:
         r2.class_map["person"] == "Person_sitting" and "Pedestrian" in r2.unmapped_dataset_classes
     )
     assert r2.precision < 1.0  # person detections on pedestrians are now false positives
+
+
+@pytest.mark.testdata
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_as_official_evaluation_of_the_file(
+    coco_tiny: DetectionDataset, datasets_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    """evaluate() == the backend run directly on the original annotation file."""
+    import contextlib
+    import io
+
+    preds = _jittered(coco_tiny, seed=5)
+    report = evaluate(coco_tiny, preds, COCO80, backend=backend)
+    results = coco_detections(
+        preds, map_classes(COCO80, coco_tiny.class_names), category_ids=coco_tiny.category_ids
+    )
+    gt_file = datasets_dir / "coco_tiny_val2017" / "annotations" / "instances_val2017.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        if backend == "pycocotools":
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+        else:
+            from faster_coco_eval import COCO
+            from faster_coco_eval import COCOeval_faster as COCOeval
+        gt = COCO(str(gt_file))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    mine = [report.map50_95, report.map50, report.map75, report.map_small, report.map_medium,
+            report.map_large, report.ar1, report.ar10, report.ar100]  # fmt: skip
+    np.testing.assert_allclose(mine, np.asarray(ev.stats[:9]), atol=1e-9)

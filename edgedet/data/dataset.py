@@ -32,11 +32,15 @@ class Annotation:
         ignore: bool (N,) True for regions where detections count neither as true nor as false
             positives (COCO ``iscrowd``, VOC ``difficult``, KITTI ``DontCare``). Evaluation turns
             them into COCO crowd regions.
+        area: optional float32 (N,) object areas in pixels² as the source gives them (COCO's
+            segmentation areas, which decide the small / medium / large buckets of the official
+            evaluation). None means the box areas (every other format).
     """
 
     xyxy: np.ndarray
     class_ids: np.ndarray
     ignore: np.ndarray
+    area: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32)
@@ -61,6 +65,13 @@ class Annotation:
             raise InvalidInputError(
                 "Annotation.class_ids may be -1 (any class) only on ignore regions"
             )
+        if self.area is not None:
+            area = np.asarray(self.area, dtype=np.float32).reshape(-1)
+            if area.shape != (n,):
+                raise InvalidInputError(
+                    f"Annotation.area must have shape ({n},), got {tuple(area.shape)}"
+                )
+            object.__setattr__(self, "area", area)
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "class_ids", class_ids)
         object.__setattr__(self, "ignore", ignore)
@@ -72,6 +83,14 @@ class Annotation:
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
+
+    @property
+    def areas(self) -> np.ndarray:
+        """float32 (N,): ``area`` when the source gave one, else the box areas."""
+        if self.area is not None:
+            return self.area
+        wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
+        return wh[:, 0] * wh[:, 1]
 
     @property
     def num_objects(self) -> int:

@@ -84,12 +84,18 @@ def _fmt(box: Iterable[float]) -> str:
 
 
 def _annotation(
-    boxes: list[tuple[float, ...]], classes: list[int], ignore: list[bool]
+    boxes: list[tuple[float, ...]],
+    classes: list[int],
+    ignore: list[bool],
+    area: list[float] | None = None,
 ) -> Annotation:
     if not boxes:
         return Annotation.empty()
     return Annotation(
-        np.asarray(boxes, np.float32), np.asarray(classes, np.int32), np.asarray(ignore, bool)
+        np.asarray(boxes, np.float32),
+        np.asarray(classes, np.int32),
+        np.asarray(ignore, bool),
+        None if area is None else np.asarray(area, np.float32),
     )
 
 
@@ -417,6 +423,7 @@ def _read_coco(
     boxes: dict[int, list[tuple[float, ...]]] = {i: [] for i in order}
     classes: dict[int, list[int]] = {i: [] for i in order}
     ignore: dict[int, list[bool]] = {i: [] for i in order}
+    areas: dict[int, list[float]] = {i: [] for i in order}
     anns = data.get("annotations", [])
     if not isinstance(anns, list):
         raise DatasetError(f"{where}: 'annotations' must be a list")
@@ -448,6 +455,13 @@ def _read_coco(
         boxes[image_id].append(box)
         classes[image_id].append(cat_index[category])
         ignore[image_id].append(bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0)))
+        try:
+            area = float(ann.get("area", -1))
+        except (TypeError, ValueError):
+            area = -1.0
+        # the file's area (segmentation area in COCO) decides small/medium/large, as in the
+        # official evaluation; the box area where the file has none
+        areas[image_id].append(area if area >= 0 else (box[2] - box[0]) * (box[3] - box[1]))
 
     samples = [
         Sample(
@@ -455,7 +469,7 @@ def _read_coco(
             info[image_id][0],
             info[image_id][1],
             info[image_id][2],
-            _annotation(boxes[image_id], classes[image_id], ignore[image_id]),
+            _annotation(boxes[image_id], classes[image_id], ignore[image_id], areas[image_id]),
         )
         for image_id in order
         if image_id not in bad

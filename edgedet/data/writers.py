@@ -46,32 +46,33 @@ def coco_gt_dict(
 ) -> dict[str, Any]:
     """The dataset (or some of its images / classes) as a COCO detection dict.
 
-    ``classes`` keeps only those dataset class ids (categories and boxes); ``area`` is the box
-    area (COCO's own files use the segmentation area, which shifts a few objects between the
-    small / medium / large buckets but not mAP over all areas). Ignore regions become
+    ``classes`` keeps only those dataset class ids (categories and boxes); ``area`` is
+    ``Annotation.area`` where the source gave one (COCO's segmentation areas, so small / medium /
+    large match the official evaluation), else the box area. Ignore regions become
     ``iscrowd: 1``.
     """
     cat_ids = coco_category_ids(ds)
-    keep = range(len(ds.class_names)) if classes is None else sorted(set(classes))
+    keep = list(range(len(ds.class_names))) if classes is None else sorted(set(classes))
+    keep_set = set(keep)
     samples = ds.samples if image_ids is None else [ds.by_id(i) for i in image_ids]
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     for s in samples:
         name = file_names[s.image_id] if file_names is not None else _relative(s.path, ds.root)
         images.append({"id": s.image_id, "file_name": name, "width": s.width, "height": s.height})
-        xyxy = s.gt.xyxy.astype(float)
-        for box, cls, ign in zip(xyxy.tolist(), s.gt.class_ids.tolist(), s.gt.ignore.tolist()):
-            targets = keep if cls == ANY_CLASS else ([cls] if cls in keep else [])
+        xyxy = s.gt.xyxy.astype(float).tolist()
+        areas = s.gt.areas.astype(float).tolist()
+        for box, area, cls, ign in zip(xyxy, areas, s.gt.class_ids.tolist(), s.gt.ignore.tolist()):
+            targets = keep if cls == ANY_CLASS else ([cls] if cls in keep_set else [])
             x1, y1, x2, y2 = box
-            w, h = x2 - x1, y2 - y1
             for k in targets:
                 anns.append(
                     {
                         "id": len(anns) + 1,
                         "image_id": s.image_id,
                         "category_id": cat_ids[k],
-                        "bbox": [x1, y1, w, h],
-                        "area": w * h,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": area,
                         "iscrowd": int(ign),
                     }
                 )

@@ -97,5 +97,11 @@ def test_write_coco_json(datasets_dir: Path, tmp_path: Path) -> None:
     assert data["images"][0]["file_name"] == "val2017/000000532481.jpg"
     assert sum(a["iscrowd"] for a in data["annotations"]) == 11
     a = data["annotations"][0]
-    assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3])
+    assert a["area"] == pytest.approx(2188.0865, abs=1e-3)  # the file's segmentation area, kept
+    yolo = load_dataset(convert_dataset(src.subset(3), tmp_path / "y", "yolo"))
+    s = yolo[0]
+    assert s.gt.area is None
+    np.testing.assert_allclose(
+        s.gt.areas, np.prod(s.gt.xyxy[:, 2:] - s.gt.xyxy[:, :2], axis=1), rtol=1e-6
+    )
     assert {c["id"] for c in data["categories"]} == set(src.category_ids or ())
