@@ -1,0 +1,534 @@
+"""One benchmark configuration, measured end to end: load, accuracy pass, latency pass.
+
+`BenchConfig` is one point of a sweep (model, runtime, precision, input size, batch, threads...).
+`run_config` measures it in THIS process and returns a record; `run_in_subprocess` runs it in a
+fresh interpreter (`python -m edgedet.benchmarks.worker`), which is how `edgedet bench` runs
+every configuration: idle thread pools and allocations of the previous configuration's session
+cannot distort the next one's timings, and a crash in a runtime becomes a ``failed`` record
+instead of ending the sweep.
+
+Order inside one configuration:
+
+1. cold start: `edgedet.load` timed (reading the file, building / compiling the session);
+2. accuracy pass: every dataset image at score threshold 0.001 (mAP needs the low-score tail),
+   ``multi_label`` as configured, through `edgedet.metrics.evaluate`; precision / recall / F1
+   are taken at the deployment threshold from the same detections;
+3. latency pass at the deployment thresholds (score 0.25, one label per box) on a fixed set of
+   dataset images decoded beforehand (`latency.measure_latency`), with power / clocks sampled
+   around it (`system.PowerMonitor`);
+4. throughput with several requests in flight when the runtime has an async API.
+
+A combination that cannot run (runtime not installed, a precision the runtime cannot give this
+model, an input size for a static model, a batch a fixed-batch model cannot take) is recorded as
+``skipped`` with the reason; an error while measuring is ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedet.errors import EdgedetError, InvalidInputError, RuntimeUnavailableError
+
+from .latency import measure_latency, measure_throughput, peak_rss_mb, rss_mb
+from .system import PowerMonitor, host_info
+
+#: Runtimes that take a ``threads`` option, and those that take ``precision``.
+THREADED_RUNTIMES = frozenset({"onnxruntime", "openvino"})
+PRECISION_OPTIONS = {"openvino": ("fp32", "fp16", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Score threshold of the accuracy pass (mAP integrates over the whole score range).
+MAP_SCORE_THRESHOLD = 0.001
+
+
+class SkipConfig(Exception):
+    """This combination cannot run here; the message is the reason."""
+
+
+@dataclass
+class BenchConfig:
+    """One configuration to measure. Paths are strings so the config travels as JSON."""
+
+    model: str
+    data: str
+    runtime: str = "onnxruntime"
+    precision: str | None = None  # None: what the model / runtime does by default
+    imgsz: int | None = None  # None: the model's own input size
+    batch: int = 1
+    threads: int | None = None
+    device: str | None = None
+    family: str | None = None  # only for models without edgedet meta
+    names: str | list[str] | None = None  # class names for models without edgedet meta
+    images: int | None = None  # evaluate on this many dataset images (None: all)
+    aliases: dict[str, str] | None = None  # model class name -> dataset class name
+    safety_classes: list[str] | None = None
+    multi_label: bool = False
+    deploy_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    warmup: int = 10
+    min_iterations: int = 50
+    min_seconds: float = 3.0
+    max_seconds: float = 60.0
+    latency_images: int = 8
+    throughput_requests: int = 4  # 0: do not measure throughput
+    throughput_seconds: float = 2.0
+    cpus: list[int] | None = None  # pin the worker to these CPUs (None: no pinning)
+    eval_backend: str = "faster-coco-eval"
+    cross_check: bool = False  # also evaluate with pycocotools and record the difference
+    save_detections: str | None = None  # write the accuracy-pass detections here (JSON)
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise InvalidInputError(f"batch must be >= 1, got {self.batch}")
+        if self.imgsz is not None and self.imgsz < 32:
+            raise InvalidInputError(f"imgsz must be >= 32 pixels, got {self.imgsz}")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInputError(f"threads must be >= 1, got {self.threads}")
+        if self.images is not None and self.images < 1:
+            raise InvalidInputError(f"images must be >= 1, got {self.images}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InvalidInputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> BenchConfig:
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown benchmark config keys {unknown}; known: {sorted(known)}"
+            )
+        return cls(**raw)
+
+    def label(self) -> str:
+        parts = [Path(self.model).stem, self.runtime]
+        if self.precision:
+            parts.append(self.precision)
+        if self.imgsz:
+            parts.append(str(self.imgsz))
+        if self.batch != 1:
+            parts.append(f"b{self.batch}")
+        return "/".join(parts)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnx_input_shape(path: str | Path) -> tuple[int | None, ...] | None:
+    """Shape of an ONNX model's first image input (None for dynamic dims); None if not ONNX."""
+    p = Path(path)
+    if p.suffix.lower() != ".onnx":
+        return None
+    import onnx
+
+    model = onnx.load(str(p), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    return None
+
+
+def _base_record(config: BenchConfig) -> dict[str, Any]:
+    import edgedet
+
+    return {
+        "model": config.model,
+        "model_name": Path(config.model).stem,
+        "model_sha256": None,
+        "family": config.family,
+        "runtime": config.runtime,
+        "runtime_version": None,
+        "device": config.device,
+        "precision": config.precision,
+        "precision_requested": config.precision,
+        "imgsz": config.imgsz,
+        "batch": config.batch,
+        "threads": config.threads,
+        "dataset": None,
+        "dataset_path": config.data,
+        "images": config.images,
+        "status": "failed",
+        "reason": "",
+        "latency_ms": None,
+        "load_s": None,
+        "first_inference_ms": None,
+        "peak_rss_mb": None,
+        "throughput_fps": None,
+        "accuracy": None,
+        "edgedet_version": edgedet.__version__,
+        "host": None,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": dataclasses.asdict(config),
+    }
+
+
+def _precheck(config: BenchConfig) -> None:
+    """Raise `SkipConfig` for combinations that cannot run, before loading anything."""
+    from edgedet.runtimes.registry import probe, runtime_names
+
+    if config.runtime not in runtime_names():
+        raise SkipConfig(
+            f"unknown runtime '{config.runtime}'; known runtimes: {', '.join(runtime_names())}"
+        )
+    info = probe(config.runtime)
+    if not info["available"]:
+        raise SkipConfig(str(info["reason"]))
+    shape = onnx_input_shape(config.model)
+    if shape is not None and len(shape) == 4:
+        n, hw = shape[0], (shape[2], shape[3]) if shape[1] in (1, 3) else (shape[1], shape[2])
+        static = all(isinstance(d, int) for d in hw)
+        if config.imgsz is not None and static and tuple(hw) != (config.imgsz, config.imgsz):
+            raise SkipConfig(
+                f"imgsz {config.imgsz}: the model has a static input of {hw[1]}x{hw[0]}; "
+                "export it with a dynamic input size (or at this size) to sweep sizes"
+            )
+        if isinstance(n, int) and n != config.batch:
+            raise SkipConfig(
+                f"batch {config.batch}: the model has a fixed batch of {n}; export it with a "
+                "dynamic batch axis to sweep batch sizes"
+            )
+    req = config.precision
+    allowed = PRECISION_OPTIONS.get(config.runtime)
+    if req is not None and allowed is not None and req not in allowed:
+        from edgedet.meta import is_quantized_onnx
+
+        quantized = Path(config.model).suffix.lower() == ".onnx" and is_quantized_onnx(config.model)
+        if not (req == "int8" and quantized):
+            raise SkipConfig(
+                f"precision {req}: runtime '{config.runtime}' offers {', '.join(allowed)} for "
+                "a float model; INT8 needs a quantized (QDQ) model: see `edgedet calibrate`"
+            )
+
+
+def _load(config: BenchConfig, carried_meta: bool) -> tuple[Any, float]:
+    import edgedet
+
+    opts: dict[str, Any] = dict(config.runtime_options)
+    if config.threads is not None and config.runtime in THREADED_RUNTIMES:
+        opts.setdefault("threads", config.threads)
+    allowed = PRECISION_OPTIONS.get(config.runtime, ())
+    if config.precision is not None and config.precision in allowed:
+        opts.setdefault("precision", config.precision)
+    overrides: dict[str, Any] = {}
+    if config.imgsz is not None:
+        overrides["input_size"] = (config.imgsz, config.imgsz)
+    if config.names is not None and not carried_meta:
+        overrides["names"] = config.names
+    t0 = time.perf_counter()
+    try:
+        det = edgedet.load(
+            config.model,
+            runtime=config.runtime,
+            device=config.device,
+            family=None if carried_meta else config.family,
+            runtime_options=opts,
+            score_threshold=MAP_SCORE_THRESHOLD,
+            iou_threshold=config.iou_threshold,
+            multi_label=config.multi_label,
+            **overrides,
+        )
+    except (RuntimeUnavailableError, InvalidInputError) as err:
+        raise SkipConfig(str(err)) from err
+    return det, time.perf_counter() - t0
+
+
+def _detections_to_json(dets: dict[int, Any]) -> dict[str, Any]:
+    return {
+        str(k): {
+            "xyxy": d.xyxy.tolist(),
+            "scores": d.scores.tolist(),
+            "class_ids": d.class_ids.tolist(),
+        }
+        for k, d in dets.items()
+    }
+
+
+def load_detections(path: str | Path) -> dict[int, Any]:
+    """Read detections written by ``save_detections`` back into `Detections`."""
+    from edgedet.detections import Detections
+
+    raw = json.loads(Path(path).read_text())
+    return {
+        int(k): Detections(
+            np.asarray(v["xyxy"], np.float32).reshape(-1, 4),
+            np.asarray(v["scores"], np.float32),
+            np.asarray(v["class_ids"], np.int32),
+        )
+        for k, v in raw.items()
+    }
+
+
+def _accuracy_pass(det: Any, dataset: Any, config: BenchConfig) -> tuple[dict[int, Any], float]:
+    dets: dict[int, Any] = {}
+    step = det.fixed_batch or config.batch
+    samples = list(dataset.samples)
+    t0 = time.perf_counter()
+    for start in range(0, len(samples), step):
+        chunk = samples[start : start + step]
+        images = [dataset.read_image(s) for s in chunk]
+        for s, d in zip(chunk, det.predict_batch(images, batch_size=step)):
+            dets[s.image_id] = d
+    return dets, time.perf_counter() - t0
+
+
+def _evaluate(
+    det: Any, dataset: Any, dets: dict[int, Any], config: BenchConfig, backend: str
+) -> Any:
+    from edgedet.metrics import DEFAULT_SAFETY_CLASSES, evaluate
+
+    return evaluate(
+        dataset,
+        dets,
+        det.class_names,
+        aliases=config.aliases,
+        safety_classes=(
+            tuple(config.safety_classes)
+            if config.safety_classes is not None
+            else DEFAULT_SAFETY_CLASSES
+        ),
+        deploy_threshold=config.deploy_threshold,
+        backend=backend,
+    )
+
+
+def _run(config: BenchConfig, record: dict[str, Any]) -> None:
+    from edgedet.data import load_dataset
+    from edgedet.meta import read_meta
+
+    record["model_sha256"] = sha256_file(config.model)
+    _precheck(config)
+    carried = read_meta(config.model)
+    record["family_source"] = "model meta" if carried is not None else "config (--family)"
+    dataset = load_dataset(config.data)
+    if config.images is not None:
+        dataset = dataset.subset(config.images, seed=0)
+    record["dataset"] = dataset.name
+    record["images"] = len(dataset)
+    record["dataset_problems"] = list(dataset.problems[:20])
+    record["dataset_problems_count"] = len(dataset.problems)
+    if len(dataset) == 0:
+        raise InvalidInputError(f"dataset {config.data} has no usable images")
+
+    rss_before_load = rss_mb()
+    det, load_s = _load(config, carried is not None)
+    try:
+        record["load_s"] = load_s
+        record["rss_after_load_mb"] = rss_mb()
+        record["rss_before_load_mb"] = rss_before_load
+        info = det.describe()
+        record["family"] = det.meta.family
+        record["runtime_version"] = info.get("runtime_version")
+        record["device"] = info.get("device", config.device)
+        record["precision"] = info.get("precision")
+        record["runtime_info"] = info
+        record["threads_used"] = info.get("threads")
+        record["imgsz"] = list(det.input_hw) if config.imgsz is None else config.imgsz
+        record["input_hw"] = list(det.input_hw)
+        if det.fixed_batch is not None and det.fixed_batch != config.batch:
+            raise SkipConfig(
+                f"batch {config.batch}: the model has a fixed batch of {det.fixed_batch}"
+            )
+        if config.precision is not None and record["precision"] != config.precision:
+            why = (
+                "it runs a model in the precision the model was saved in; give it a model of "
+                "that precision"
+                if config.runtime not in PRECISION_OPTIONS
+                else f"device {record['device']} does not offer it for this model"
+            )
+            raise SkipConfig(
+                f"precision {config.precision}: runtime '{config.runtime}' runs this model in "
+                f"{record['precision']} ({why})"
+            )
+
+        first = dataset.read_image(dataset.samples[0])
+        t0 = time.perf_counter_ns()
+        det.predict_batch([first] * config.batch, batch_size=config.batch)
+        record["first_inference_ms"] = (time.perf_counter_ns() - t0) / 1e6
+
+        dets, acc_s = _accuracy_pass(det, dataset, config)
+        record["accuracy_pass_s"] = acc_s
+        if config.save_detections:
+            from edgedet.meta import atomic_write_bytes
+
+            atomic_write_bytes(
+                config.save_detections, json.dumps(_detections_to_json(dets)).encode()
+            )
+            record["detections_file"] = config.save_detections
+        report = _evaluate(det, dataset, dets, config, config.eval_backend)
+        record["accuracy"] = {**report.to_dict(), "backend": config.eval_backend}
+        if config.cross_check:
+            other = "pycocotools" if config.eval_backend != "pycocotools" else "faster-coco-eval"
+            check = _evaluate(det, dataset, dets, config, other)
+            keys = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large")
+            diffs = [
+                abs(getattr(report, k) - getattr(check, k))
+                for k in keys
+                if getattr(report, k) is not None
+                and getattr(check, k) is not None
+                and np.isfinite(getattr(report, k))
+                and np.isfinite(getattr(check, k))
+            ]
+            record["accuracy_check"] = {
+                "backend": other,
+                **{k: getattr(check, k) for k in keys},
+                "max_abs_diff": max(diffs) if diffs else None,
+            }
+
+        det.score_threshold = config.deploy_threshold
+        det.multi_label = False
+        n_lat = min(config.latency_images, len(dataset))
+        lat_images = [dataset.read_image(s) for s in dataset.samples[:n_lat]]
+        monitor = PowerMonitor().start()
+        lat = measure_latency(
+            det,
+            lat_images,
+            batch=config.batch,
+            warmup=config.warmup,
+            min_iterations=config.min_iterations,
+            min_seconds=config.min_seconds,
+            max_seconds=config.max_seconds,
+        )
+        power = monitor.stop()
+        record["latency_ms"] = lat.latency_ms()
+        record["latency_iterations"] = lat.iterations
+        record["latency_seconds"] = lat.seconds
+        record["latency_stopped_by"] = lat.stopped_by
+        record["fps_sequential"] = lat.fps_sequential
+        record["rss_start_mb"] = lat.rss_start_mb
+        record["rss_end_mb"] = lat.rss_end_mb
+        if power.get("measured"):
+            per = power["energy_total_j"] / max(1, lat.iterations * config.batch)
+            power["energy_per_inference_mj"] = per * 1000.0
+        record["power"] = power
+        record["warnings"] = list(power.get("warnings", []))
+
+        if config.throughput_requests > 0:
+            tp = measure_throughput(
+                det,
+                lat_images,
+                requests=config.throughput_requests,
+                batch=config.batch,
+                seconds=config.throughput_seconds,
+            )
+            record["throughput_fps"] = tp.fps
+            record["throughput_requests"] = tp.requests
+            if tp.reason:
+                record["throughput_reason"] = tp.reason
+        else:
+            record["throughput_reason"] = "not measured (throughput_requests=0)"
+        record["method"] = {
+            "clock": "time.perf_counter_ns",
+            "warmup": config.warmup,
+            "iterations": lat.iterations,
+            "min_iterations": config.min_iterations,
+            "min_seconds": config.min_seconds,
+            "max_seconds": config.max_seconds,
+            "latency_images": n_lat,
+            "latency_thresholds": {
+                "score": config.deploy_threshold,
+                "iou": config.iou_threshold,
+                "multi_label": False,
+            },
+            "accuracy_thresholds": {
+                "score": MAP_SCORE_THRESHOLD,
+                "iou": config.iou_threshold,
+                "multi_label": config.multi_label,
+            },
+            "outliers": "none removed",
+            "process": "one process per configuration",
+            "eval_backend": config.eval_backend,
+        }
+        record["peak_rss_mb"] = peak_rss_mb()
+        record["status"] = "ok"
+    finally:
+        det.close()
+
+
+def run_config(config: BenchConfig) -> dict[str, Any]:
+    """Measure one configuration in this process; never raises for a measurement problem."""
+    record = _base_record(config)
+    try:
+        record["host"] = host_info()
+        if not Path(config.model).is_file():
+            raise InvalidInputError(f"model file not found: {config.model}")
+        _run(config, record)
+    except SkipConfig as err:
+        record["status"] = "skipped"
+        record["reason"] = str(err)
+    except (EdgedetError, Exception) as err:  # one bad configuration must not end a sweep
+        record["status"] = "failed"
+        record["reason"] = f"{type(err).__name__}: {err}"
+        record["traceback"] = traceback.format_exc(limit=8)[-4000:]
+    return record
+
+
+def worker_env(config: BenchConfig) -> dict[str, str]:
+    """Environment of a worker: thread counts of OpenMP / BLAS pools pinned to ``threads``."""
+    env = dict(os.environ)
+    if config.threads is not None:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(config.threads)
+    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    return env
+
+
+def run_in_subprocess(config: BenchConfig, *, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Measure one configuration in a fresh Python process; returns its record.
+
+    A worker that crashes, hangs past ``timeout_s`` or writes no record gives a ``failed`` record
+    with the exit code and the end of its stderr.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as tmp:
+        cfg_path = Path(tmp) / "config.json"
+        out_path = Path(tmp) / "record.json"
+        cfg_path.write_text(config.to_json())
+        cmd = [sys.executable, "-m", "edgedet.benchmarks.worker", str(cfg_path), str(out_path)]
+        try:
+            proc = subprocess.run(
+                cmd,
+                env=worker_env(config),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            record = _base_record(config)
+            record["reason"] = f"worker did not finish within {timeout_s:.0f} s"
+            stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else ""
+            record["stderr_tail"] = stderr[-2000:]
+            return record
+        if out_path.is_file():
+            rec: dict[str, Any] = json.loads(out_path.read_text())
+            return rec
+        record = _base_record(config)
+        record["reason"] = f"worker exited with code {proc.returncode} and wrote no record"
+        record["stderr_tail"] = proc.stderr[-2000:]
+        return record

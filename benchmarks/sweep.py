@@ -1,0 +1,189 @@
+"""Sweeps: expand models × runtimes × precisions × input sizes × batch sizes into configurations,
+from command-line lists or a YAML sweep file, and run them one process each.
+
+A sweep file gives shared settings at the top and each model its own under ``models``::
+
+    data: ../shared/testdata/datasets/coco_tiny_val2017   # relative to this file
+    threads: 2
+    runtime: [onnxruntime, openvino]        # a value or a list (sweep axes: runtime,
+    precision: [null]                       #   precision, imgsz, batch)
+    models:
+      - model: models/yolox_nano_416.onnx
+        family: yolox                       # used only if the file carries no edgedet meta
+        names: coco
+      - model: models/yolov8n.onnx
+        runtime: onnxruntime                # per-model settings win over the top level
+
+Every other key is a `BenchConfig` field (``images``, ``device``, ``aliases``, ``multi_label``,
+``min_seconds``...); unknown keys are an error naming the key. ``family`` and ``names`` apply only
+to models without edgedet meta (models that carry meta use their own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgedet.errors import EdgedetError, InvalidInputError
+
+from .records import append_record, write_records
+from .runner import BenchConfig, run_in_subprocess
+
+#: Settings that may be lists in a sweep (each combination becomes one configuration).
+AXES: tuple[str, ...] = ("runtime", "precision", "imgsz", "batch")
+_PLURALS = {"runtimes": "runtime", "precisions": "precision", "batches": "batch"}
+_FIELDS = {f.name for f in dataclasses.fields(BenchConfig)}
+
+
+def has_meta(model: str | Path) -> bool:
+    """Whether a model file carries edgedet (or a known foreign) meta; False if unreadable."""
+    from edgedet.meta import read_meta
+
+    path = Path(model)
+    if not path.is_file():
+        return False
+    try:
+        return read_meta(path) is not None
+    except EdgedetError:
+        return False
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value) if value else [None]
+    return [value]
+
+
+def expand(
+    models: Sequence[Mapping[str, Any] | str],
+    defaults: Mapping[str, Any] | None = None,
+) -> list[BenchConfig]:
+    """Every configuration of a sweep.
+
+    Args:
+        models: model paths, or dicts with ``model`` plus per-model settings.
+        defaults: settings shared by every model (per-model settings win). The `AXES` may be
+            lists; every combination becomes one `BenchConfig`.
+
+    Raises:
+        InvalidInputError: an unknown setting, a missing ``model``, or no ``data``.
+    """
+    base = _normalise(dict(defaults or {}), "sweep settings")
+    configs: list[BenchConfig] = []
+    for i, entry in enumerate(models):
+        spec: dict[str, Any] = {"model": entry} if isinstance(entry, (str, Path)) else dict(entry)
+        spec = {**base, **_normalise(spec, f"models[{i}]")}
+        if not spec.get("model"):
+            raise InvalidInputError(f"models[{i}] has no 'model' path: {dict(spec)}")
+        if not spec.get("data"):
+            raise InvalidInputError("no dataset: pass --data PATH (or 'data:' in the sweep file)")
+        spec["model"] = str(spec["model"])
+        spec["data"] = str(spec["data"])
+        if has_meta(spec["model"]):
+            spec["family"] = None
+            spec["names"] = None
+        axes = [_as_list(spec.pop(a, None)) for a in AXES]
+        for values in itertools.product(*axes):
+            combo = dict(spec)
+            combo.update({a: v for a, v in zip(AXES, values) if v is not None})
+            configs.append(BenchConfig(**combo))
+    return configs
+
+
+def _normalise(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = _PLURALS.get(key, key)
+        if name not in _FIELDS:
+            raise InvalidInputError(
+                f"{where}: unknown setting '{key}'; known: {', '.join(sorted(_FIELDS | set(_PLURALS)))}"
+            )
+        out[name] = value
+    return out
+
+
+def load_sweep_file(
+    path: str | Path, cli_defaults: Mapping[str, Any] | None = None
+) -> list[BenchConfig]:
+    """Read a YAML sweep file (see the module doc). Relative ``model`` / ``data`` paths are
+    taken relative to the file. ``cli_defaults`` fill what the file does not set."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInputError(f"sweep file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise InvalidInputError(f"sweep file {p} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list) or not raw["models"]:
+        raise InvalidInputError(
+            f"sweep file {p}: expected a mapping with a non-empty 'models:' list, got "
+            f"{type(raw).__name__}"
+        )
+    entries = raw.pop("models")
+
+    def resolve(settings: dict[str, Any]) -> dict[str, Any]:
+        for key in ("model", "data"):
+            if isinstance(settings.get(key), str) and not Path(settings[key]).is_absolute():
+                settings[key] = str((p.parent / settings[key]).resolve())
+        return settings
+
+    defaults = {**{k: v for k, v in (cli_defaults or {}).items() if v is not None}, **resolve(raw)}
+    models: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, dict):
+            raise InvalidInputError(
+                f"sweep file {p}: models[{i}] must be a path or a mapping, got {entry!r}"
+            )
+        models.append(resolve(dict(entry)))
+    return expand(models, defaults)
+
+
+def run_sweep(
+    configs: Sequence[BenchConfig],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    runner: Callable[[BenchConfig], dict[str, Any]] = run_in_subprocess,
+) -> list[dict[str, Any]]:
+    """Run every configuration (each in its own process) and append its record to
+    ``out_dir/records.jsonl`` as soon as it finishes. The file is started afresh."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "records.jsonl"
+    write_records(records_path, [])
+    records: list[dict[str, Any]] = []
+
+    def one(config: BenchConfig) -> None:
+        rec = runner(config)
+        append_record(records_path, rec)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    if not progress:
+        for config in configs:
+            one(config)
+        return records
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]bench"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    ) as bar:
+        task = bar.add_task("", total=len(configs))
+        for config in configs:
+            bar.update(task, description=config.label())
+            one(config)
+            bar.advance(task)
+    return records
