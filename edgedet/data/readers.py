@@ -552,10 +552,16 @@ def _yolo_sources(
         return base, files, dirs, names, use
     images = root / "images"
     if not images.is_dir():
-        if root.name == "images" or "images" in root.parts:
-            images, root = root, root.parent
-        else:
+        parts = root.parts
+        if "images" not in parts:
             raise DatasetError(f"{root}: no images/ folder (YOLO layout is images/ + labels/)")
+        # pointed at images/ or at a split folder inside it: the dataset root is above images/
+        idx = len(parts) - 1 - parts[::-1].index("images")
+        base = Path(*parts[:idx]) if idx else Path(".")
+        if split is None:
+            files = [f for f in sorted(root.rglob("*")) if is_image(f)]
+            return base, files, [root], None, root.name
+        root, images = base, Path(*parts[: idx + 1])
     if split is not None:
         folder = images / split
         if not folder.is_dir():
@@ -673,12 +679,10 @@ def _read_yolo(
         if ok:
             parsed.append((img, w, h, boxes, classes))
 
-    image_stems = {(_img2label(f).parent, f.stem) for f in files}
+    expected = {_img2label(f) for f in files}
     for image_dir, d in zip(dirs, label_dirs):
-        for label in sorted(d.glob("*.txt")) if d.is_dir() else []:
-            if label.name == "classes.txt":
-                continue
-            if (label.parent, label.stem) not in image_stems:
+        for label in sorted(d.rglob("*.txt")) if d.is_dir() else []:
+            if label.name != "classes.txt" and label not in expected:
                 log.error(f"{log.rel(label)}: label file has no image in {log.rel(image_dir)}")
 
     if names is None:

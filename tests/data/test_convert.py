@@ -105,3 +105,68 @@ def test_write_coco_json(datasets_dir: Path, tmp_path: Path) -> None:
         s.gt.areas, np.prod(s.gt.xyxy[:, 2:] - s.gt.xyxy[:, :2], axis=1), rtol=1e-6
     )
     assert {c["id"] for c in data["categories"]} == set(src.category_ids or ())
+
+
+def _boxes_strategy():  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+
+    coord = st.floats(0, 1, allow_nan=False)
+    box = st.tuples(coord, coord, coord, coord, st.integers(0, 2), st.booleans())
+    return st.lists(box, max_size=6)
+
+
+@pytest.mark.parametrize("to", ["coco", "yolo", "voc", "kitti"])
+def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, to: str) -> None:
+    """Any boxes inside the image survive a write and a read in every format."""
+    import cv2
+    from hypothesis import HealthCheck, given, settings
+
+    from edgedet.data import Annotation, Sample
+
+    base = tmp_path_factory.mktemp("prop")
+    img = base / "a.png"
+    cv2.imwrite(str(img), np.zeros((60, 80, 3), np.uint8))
+    counter = iter(range(10**6))
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_boxes_strategy())
+    def check(raw: list[tuple[float, float, float, float, int, bool]]) -> None:
+        xyxy = np.array(
+            [
+                [min(a, c) * 80, min(b, d) * 60, max(a, c) * 80, max(b, d) * 60]
+                for a, b, c, d, *_ in raw
+            ],
+            np.float32,
+        ).reshape(-1, 4)
+        cls = np.array([r[4] for r in raw], np.int32)
+        ign = (
+            np.array([r[5] for r in raw], bool)
+            if to in ("coco", "voc")
+            else np.zeros(len(raw), bool)
+        )
+        ds = DetectionDataset(
+            "p", base, "coco", ["a", "b", "c"], [Sample(1, img, 80, 60, Annotation(xyxy, cls, ign))]
+        )
+        back = load_dataset(
+            convert_dataset(ds, base / f"out{next(counter)}", to),
+            class_names=["a", "b", "c"] if to != "coco" else None,
+            on_error="stop",
+        )
+        g = back[0].gt
+        assert len(g) == len(xyxy)
+        free = list(range(len(g)))
+        for box, c, ig in zip(xyxy, cls, ign):  # order may change: match each box once
+            hit = next(
+                (
+                    k
+                    for k in free
+                    if np.allclose(g.xyxy[k], box, atol=0.01)
+                    and g.class_ids[k] == c
+                    and g.ignore[k] == ig
+                ),
+                None,
+            )
+            assert hit is not None, (box, c, ig, g.xyxy, g.class_ids, g.ignore)
+            free.remove(hit)
+
+    check()

@@ -387,3 +387,27 @@ def test_annotation_validation() -> None:
     with pytest.raises(InvalidInputError, match=r"may be -1 .* only on ignore regions"):
         Annotation(np.zeros((1, 4)), np.array([-1]), np.array([False]))
     assert len(Annotation.empty()) == 0
+
+
+def test_data_yaml_needs_pyyaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    root = _yolo(tmp_path, {"a": ""})
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: [dog]\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    from edgedet.errors import RuntimeUnavailableError
+
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"reading data\.yaml needs the pyyaml package"
+    ):
+        load_dataset(root)
+
+
+def test_bad_data_yaml(tmp_path: Path) -> None:
+    root = _yolo(tmp_path, {"a": ""})
+    (root / "data.yaml").write_text("train: images\nval: nowhere\nnames: [dog]\n")
+    with pytest.raises(DatasetError, match=r"val: 'nowhere' -> .* is neither a folder of images"):
+        load_dataset(root)
+    (root / "data.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(DatasetError, match="expected a mapping with path/train/val/names"):
+        load_dataset(root / "data.yaml")

@@ -144,3 +144,11 @@ def test_loading_is_fast(datasets_dir: Path) -> None:
     for name in ("coco_tiny_val2017", "coco128", "kitti_tiny"):
         load_dataset(datasets_dir / name)
     assert time.perf_counter() - t0 < 3.0
+
+
+@pytest.mark.parametrize("sub", ["images", "images/train2017"])
+def test_coco128_from_its_images_folder(datasets_dir: Path, sub: str) -> None:
+    ds = load_dataset(datasets_dir / "coco128" / sub, class_names="coco")
+    assert ds.root == datasets_dir / "coco128" and len(ds) == 128
+    assert ds.num_objects() == 929
+    assert sum("label file has no image" in p for p in ds.problems) == 2
