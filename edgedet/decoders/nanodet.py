@@ -55,7 +55,8 @@ class NanoDetDecoder:
         results = []
         for scores, dists in zip(cls, box):
             rows, cid, conf = select_scores(scores, score_threshold, multi_label, max_candidates)
-            dist = _softmax_expectation(dists[rows], self.bins) * self.stride[rows, None]
+            logits = dists[rows].astype(np.float32)  # fp16 outputs: softmax in float32
+            dist = _softmax_expectation(logits, self.bins) * self.stride[rows, None]
             c = self.center[rows]
             xyxy = np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1).astype(np.float32)
             results.append(Candidates(xyxy, conf, cid))

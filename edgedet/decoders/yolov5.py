@@ -22,7 +22,7 @@ class ObjectnessDecoder:
 
     def boxes(self, pred: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(cx, cy, w, h) of the chosen rows -> xyxy input pixels."""
-        return cxcywh_to_xyxy(pred[rows, :4]).astype(np.float32)
+        return cxcywh_to_xyxy(pred[rows, :4].astype(np.float32))  # float32 first (fp16 outputs)
 
     def __call__(
         self,

@@ -40,7 +40,8 @@ class YoloV8Decoder:
             rows, cls, conf = select_scores(
                 pred[:, 4:], score_threshold, multi_label, max_candidates
             )
-            xyxy = cxcywh_to_xyxy(pred[rows, :4]).astype(np.float32)
+            # float32 before the arithmetic: fp16 outputs would round cx - w/2 again
+            xyxy = cxcywh_to_xyxy(pred[rows, :4].astype(np.float32))
             results.append(Candidates(xyxy, conf, cls))
         return results
 

@@ -22,7 +22,7 @@ class YoloxDecoder(ObjectnessDecoder):
         self.grid, self.stride = grid_centers(input_hw, strides, offset=0.0)
 
     def boxes(self, pred: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        raw = pred[rows, :4]
+        raw = pred[rows, :4].astype(np.float32)  # fp16 outputs: exp() would overflow to inf
         s = self.stride[rows, None]
         center = (raw[:, :2] * s) + self.grid[rows]
         half = np.exp(np.clip(raw[:, 2:4], -20.0, 20.0)) * s / 2  # clip: exp overflow on junk
