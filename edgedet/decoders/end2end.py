@@ -78,6 +78,21 @@ def make_end2end_decoder(
     names = {s.name: s for s in specs}
     explicit = dict(meta.options.get("outputs", {}))
     if explicit:
+        bad_roles = sorted(set(explicit) - {"packed", *_CONVENTIONAL})
+        if bad_roles:
+            raise output_mismatch(
+                "end2end",
+                f"options['outputs'] has unknown output roles {bad_roles}; roles are 'packed' "
+                "or 'boxes', 'scores', 'classes' and optionally 'count'",
+                specs,
+            )
+        if "packed" not in explicit and not {"boxes", "scores", "classes"} <= set(explicit):
+            raise output_mismatch(
+                "end2end",
+                "options['outputs'] must name 'boxes', 'scores' and 'classes' (and optionally "
+                f"'count'), or 'packed'; got {sorted(explicit)}",
+                specs,
+            )
         unknown = [v for v in explicit.values() if v not in names]
         if unknown:
             raise output_mismatch("end2end", f"meta names outputs {unknown} the model lacks", specs)
