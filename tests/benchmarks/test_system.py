@@ -1,0 +1,133 @@
+"""Host facts and Jetson sensors, read from fake sysfs trees."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from edgedet.benchmarks import system
+from edgedet.benchmarks.system import UNAVAILABLE, PowerMonitor
+
+
+def _write(root: Path, rel: str, text: str) -> Path:
+    p = root / rel.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def test_x86_host_facts(tmp_path: Path) -> None:
+    _write(
+        tmp_path, "/proc/cpuinfo", "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\n"
+    )
+    _write(tmp_path, "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "performance\n")
+    _write(tmp_path, "/proc/loadavg", "0.52 0.40 0.31 1/200 4242\n")
+    assert system.cpu_model(tmp_path) == "AMD EPYC 7B13"
+    assert system.governor(tmp_path) == "performance"
+    assert system.load_average(tmp_path) == [0.52, 0.40, 0.31]
+    assert not system.is_jetson(tmp_path)
+    info = system.host_info(tmp_path)
+    assert info["cpu_model"] == "AMD EPYC 7B13" and info["jetson"] is False
+    assert "power_mode" not in info
+
+
+def test_missing_files_are_recorded_as_unavailable(tmp_path: Path) -> None:
+    assert system.governor(tmp_path) == UNAVAILABLE
+    assert system.load_average(tmp_path) == UNAVAILABLE
+    assert system.cpu_freqs_khz(tmp_path) == {}
+    assert system.temperatures_c(tmp_path) == {}
+    assert system.find_power_rails(tmp_path) == []
+
+
+def test_arm_cpu_model_falls_back_to_device_tree(tmp_path: Path) -> None:
+    _write(tmp_path, "/proc/cpuinfo", "processor\t: 0\nBogoMIPS\t: 62.50\n")
+    _write(tmp_path, "/proc/device-tree/model", "NVIDIA Jetson Orin Nano Developer Kit\x00")
+    assert system.cpu_model(tmp_path) == "NVIDIA Jetson Orin Nano Developer Kit"
+
+
+def test_nvpmodel_output() -> None:
+    assert system.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"name": "MAXN", "id": 0}
+    assert system.parse_nvpmodel("NVPM WARN: ...\nNV Power Mode: 15W\n2\n") == {
+        "name": "15W",
+        "id": 2,
+    }
+    assert system.parse_nvpmodel("garbage")["name"] == UNAVAILABLE
+
+
+def _jetson_tree(root: Path, *, layout: str) -> dict[str, Path]:
+    _write(root, "/etc/nv_tegra_release", "# R35 (release), REVISION: 4.1\n")
+    _write(root, "/proc/device-tree/model", "NVIDIA Orin Nano\x00")
+    for i, f in enumerate((1510400, 1510400)):
+        _write(root, f"/sys/devices/system/cpu/cpu{i}/cpufreq/scaling_cur_freq", f"{f}\n")
+    _write(root, "/sys/class/devfreq/17000000.gpu/cur_freq", "624750000\n")
+    _write(root, "/sys/class/thermal/thermal_zone0/type", "CPU-therm\n")
+    _write(root, "/sys/class/thermal/thermal_zone0/temp", "45500\n")
+    _write(root, "/sys/class/thermal/thermal_zone1/type", "GPU-therm\n")
+    _write(root, "/sys/class/thermal/thermal_zone1/temp", "-256000\n")  # absent sensor
+    files: dict[str, Path] = {}
+    if layout == "iio":
+        dev = "/sys/bus/i2c/drivers/ina3221x/1-0040/iio:device0"
+        for k, (name, mw) in enumerate(
+            [("POM_5V_IN", 5000), ("POM_5V_GPU", 1200), ("POM_5V_CPU", 900)]
+        ):
+            _write(root, f"{dev}/rail_name_{k}", name + "\n")
+            files[name] = _write(root, f"{dev}/in_power{k}_input", f"{mw}\n")
+    else:
+        dev = "/sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+        for k, (name, mv, ma) in enumerate(
+            [("VDD_IN", 5000, 1000), ("VDD_CPU_GPU_CV", 5000, 300), ("VDD_SOC", 5000, 200)], 1
+        ):
+            _write(root, f"{dev}/in{k}_label", name + "\n")
+            _write(root, f"{dev}/in{k}_input", f"{mv}\n")
+            files[name] = _write(root, f"{dev}/curr{k}_input", f"{ma}\n")
+        _write(root, f"{dev}/in7_label", "sum of shunt voltages\n")
+    return files
+
+
+@pytest.mark.parametrize("layout", ["iio", "hwmon"])
+def test_jetson_sensors(tmp_path: Path, layout: str) -> None:
+    _jetson_tree(tmp_path, layout=layout)
+    assert system.is_jetson(tmp_path)
+    assert system.cpu_freqs_khz(tmp_path) == {"cpu0": 1510400.0, "cpu1": 1510400.0}
+    assert system.devfreq_hz(tmp_path) == {"17000000.gpu": 624750000.0}
+    assert system.temperatures_c(tmp_path) == {"CPU-therm": 45.5}
+    rails = system.find_power_rails(tmp_path)
+    powers = system.read_rails_mw(rails)
+    if layout == "iio":
+        assert powers == {"POM_5V_IN": 5000.0, "POM_5V_GPU": 1200.0, "POM_5V_CPU": 900.0}
+    else:
+        assert powers == {"VDD_IN": 5000.0, "VDD_CPU_GPU_CV": 1500.0, "VDD_SOC": 1000.0}
+    info = system.host_info(tmp_path)
+    assert info["jetson"] and info["board"] == "NVIDIA Orin Nano"
+    assert info["l4t_release"].startswith("# R35")
+
+
+def test_jetson_soc_family_detection(tmp_path: Path) -> None:
+    _write(tmp_path, "/sys/devices/soc0/family", "Tegra\n")
+    assert system.is_jetson(tmp_path)
+
+
+def test_power_monitor_energy_and_throttling(tmp_path: Path) -> None:
+    files = _jetson_tree(tmp_path, layout="hwmon")
+    mon = PowerMonitor(root=tmp_path, interval_s=0.01).start()
+    time.sleep(0.05)
+    # GPU clock drops by half mid-run: thermal throttling
+    _write(tmp_path, "/sys/class/devfreq/17000000.gpu/cur_freq", "312000000\n")
+    files["VDD_IN"].write_text("2000\n")  # 10 W from now on
+    time.sleep(0.05)
+    res = mon.stop()
+    assert res["measured"] is True
+    assert res["total_from"] == "VDD_IN"  # the input rail, not the double-counting sum
+    assert 5000.0 <= res["mean_power_mw"] <= 10000.0
+    assert res["energy_total_j"] == pytest.approx(res["energy_j"]["VDD_IN"])
+    assert res["throttled"] is True
+    assert any("17000000.gpu" in w and "dropped" in w for w in res["warnings"])
+    assert res["temperatures_c_before"] == {"CPU-therm": 45.5}
+
+
+def test_power_monitor_without_rails_says_not_measured(tmp_path: Path) -> None:
+    res = PowerMonitor(root=tmp_path, interval_s=0.01).start().stop()
+    assert res["measured"] is False
+    assert "no readable power rails" in res["reason"]
+    assert res["throttled"] is False and res["warnings"] == []
