@@ -197,6 +197,8 @@ def soft_nms(
     """
     if method not in ("linear", "gaussian"):
         raise InvalidInputError(f"soft_nms: method must be 'linear' or 'gaussian', got {method!r}")
+    if method == "gaussian" and not sigma > 0:
+        raise InvalidInputError(f"soft_nms: sigma must be > 0 for the gaussian method, got {sigma}")
     xyxy, scores, class_ids = _checked(xyxy, scores, class_ids, "soft_nms")
     xyxy = xyxy.astype(np.float32)
     work = scores.astype(np.float64, copy=True)
