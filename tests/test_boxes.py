@@ -397,6 +397,14 @@ def test_soft_nms_rejects_unknown_method() -> None:
         soft_nms(np.zeros((1, 4)), np.ones(1), method="hard")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan")])
+def test_soft_nms_rejects_bad_sigma(sigma: float) -> None:
+    # sigma 0 would divide 0 by 0 and give NaN scores
+    with pytest.raises(InvalidInputError, match="sigma must be > 0 for the gaussian method"):
+        soft_nms(np.zeros((2, 4)), np.ones(2), sigma=sigma)
+    soft_nms(np.zeros((2, 4)), np.ones(2), sigma=sigma, method="linear")  # unused there
+
+
 def test_nms_methods_listed() -> None:
     assert set(NMS_METHODS) == {
         "class_aware",
