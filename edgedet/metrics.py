@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .data.classmap import ClassMap, map_classes
-from .data.dataset import ANY_CLASS, DetectionDataset
+from .data.dataset import ANY_CLASS, Annotation, DetectionDataset
 from .data.writers import coco_category_ids, coco_gt_dict
 from .detections import Detections
 from .errors import InvalidInputError, missing_extra
@@ -326,6 +326,30 @@ def _check_predictions(
     return ids
 
 
+def _unmapped_as_ignore(
+    dataset: DetectionDataset, ids: Sequence[int], evaluated: Sequence[int]
+) -> DetectionDataset:
+    """A view of the images ``ids`` where boxes of classes outside ``evaluated`` are ignore
+    regions for every class."""
+    keep = np.zeros(len(dataset.class_names), bool)
+    keep[list(evaluated)] = True
+    samples = []
+    for i in ids:
+        s = dataset.by_id(i)
+        g = s.gt
+        other = (g.class_ids >= 0) & ~keep[np.clip(g.class_ids, 0, None)]
+        if other.any():
+            gt = Annotation(
+                g.xyxy, np.where(other, ANY_CLASS, g.class_ids), g.ignore | other, g.area
+            )
+            s = dataclasses.replace(s, gt=gt)
+        samples.append(s)
+    return DetectionDataset(
+        dataset.name, dataset.root, dataset.format, dataset.class_names, samples,
+        category_ids=dataset.category_ids,
+    )  # fmt: skip
+
+
 def evaluate(
     dataset: DetectionDataset,
     predictions: Mapping[int, Detections],
@@ -338,6 +362,7 @@ def evaluate(
     backend: str = "faster-coco-eval",
     image_ids: Sequence[int] | None = None,
     eval_score_threshold: float | None = None,
+    unmapped_ground_truth: str = "drop",
 ) -> AccuracyReport:
     """Score predictions against a dataset's ground truth.
 
@@ -357,6 +382,11 @@ def evaluate(
             without predictions counts as one with no detections.
         eval_score_threshold: drop detections scoring below it before evaluating. When None,
             nothing is dropped and the report records the lowest score present.
+        unmapped_ground_truth: what becomes of ground-truth boxes of dataset classes that no
+            model class stands for (``unmapped_dataset_classes``): ``"drop"`` (default) leaves
+            them out, so a detection on one is a false positive; ``"ignore"`` turns them into
+            ignore regions for every class, as KITTI's own evaluation does with ``Van`` for
+            ``Car`` (a COCO "car" on a KITTI van then counts neither way).
 
     Raises:
         InvalidInputError: unknown image ids, class ids outside ``model_class_names``, or no
@@ -365,6 +395,10 @@ def evaluate(
     """
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if unmapped_ground_truth not in ("drop", "ignore"):
+        raise InvalidInputError(
+            f"unmapped_ground_truth must be 'drop' or 'ignore', got {unmapped_ground_truth!r}"
+        )
     if not 0.0 <= float(deploy_threshold) <= 1.0:
         raise InvalidInputError(f"deploy_threshold must be in [0, 1], got {deploy_threshold}")
     model_names = tuple(str(n) for n in model_class_names)
@@ -389,6 +423,8 @@ def evaluate(
         min_score = min(scores) if scores else 0.0
 
     evaluated = sorted(set(cmap.model_to_dataset.values()))
+    if unmapped_ground_truth == "ignore" and len(evaluated) < len(dataset.class_names):
+        dataset = _unmapped_as_ignore(dataset, ids, evaluated)
     cat_of = coco_category_ids(dataset)
     gt = coco_gt_dict(dataset, image_ids=ids, classes=evaluated, file_names=dict.fromkeys(ids, ""))
     results = coco_detections(dets, cmap, category_ids=cat_of)

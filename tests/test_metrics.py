@@ -332,3 +332,26 @@ def test_same_as_official_evaluation_of_the_file(
     mine = [report.map50_95, report.map50, report.map75, report.map_small, report.map_medium,
             report.map_large, report.ar1, report.ar10, report.ar100]  # fmt: skip
     np.testing.assert_allclose(mine, np.asarray(ev.stats[:9]), atol=1e-9)
+
+
+@pytest.mark.testdata
+def test_kitti_unmapped_ground_truth_as_ignore(datasets_dir: Path) -> None:
+    ds = load_dataset(datasets_dir / "kitti_tiny")
+    van = ds.class_names.index("Van")
+    car = COCO80.index("car")
+    # a perfect "car" detector that also calls every van a car
+    preds = {}
+    for s in ds:
+        sel = np.isin(s.gt.class_ids, [0, van]) & ~s.gt.ignore  # Car, Van
+        n = int(sel.sum())
+        preds[s.image_id] = Detections(s.gt.xyxy[sel], np.full(n, 0.9), np.full(n, car))
+    n_van = sum(int((s.gt.class_ids == van).sum()) for s in ds)
+    n_car = sum(int((s.gt.class_ids == 0).sum()) for s in ds)
+    dropped = evaluate(ds, preds, COCO80)
+    assert dropped.precision == pytest.approx(n_car / (n_car + n_van))
+    assert dropped.per_class_ap["Car"] < 1.0
+    ignored = evaluate(ds, preds, COCO80, unmapped_ground_truth="ignore")
+    assert ignored.precision == 1.0 and ignored.per_class_ap["Car"] == pytest.approx(1.0)
+    assert ignored.safety_recall["car"] == 1.0 and ignored.safety_recall["person"] == 0.0
+    with pytest.raises(InvalidInputError, match="unmapped_ground_truth must be 'drop' or 'ignore'"):
+        evaluate(ds, preds, COCO80, unmapped_ground_truth="keep")
