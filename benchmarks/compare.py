@@ -147,8 +147,9 @@ def difference_rows(rows: Sequence[Difference]) -> tuple[list[str], list[list[st
 
 
 def print_differences(rows: Sequence[Difference], console: Any = None) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .report import wide_console
 
     header, body = difference_rows(rows)
     table = Table(title="edgedet bench compare")
@@ -156,4 +157,4 @@ def print_differences(rows: Sequence[Difference], console: Any = None) -> None:
         table.add_column(h, overflow="fold")
     for d, row in zip(rows, body):
         table.add_row(*row, style="red" if d.regressions else None)
-    (console or Console()).print(table)
+    (console or wide_console()).print(table)

@@ -44,6 +44,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def point_label(record: Mapping[str, Any], with_host: bool = False) -> str:
     parts = [str(record.get("model_name") or Path(str(record.get("model", "?"))).stem)]
     prec = record.get("precision")
+    if record.get("status") != "ok":  # what was asked for; nothing ran
+        prec = record.get("precision_requested") or prec
     if prec:
         parts.append(str(prec))
     if record.get("batch", 1) not in (1, None):

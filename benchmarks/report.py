@@ -94,15 +94,22 @@ def table_rows(
     return header, rows
 
 
-def print_table(records: Sequence[Mapping[str, Any]], console: Any = None) -> None:
-    """The summary table on the terminal (rich); reasons and warnings are listed below it."""
+def wide_console() -> Any:
+    """A rich console at least 180 columns wide (tables stay readable in logs and pipes)."""
     import shutil
 
     from rich.console import Console
+
+    return Console(width=max(shutil.get_terminal_size((180, 40)).columns, 180))
+
+
+def print_table(records: Sequence[Mapping[str, Any]], console: Any = None) -> None:
+    """The summary table on the terminal (rich); reasons and warnings are listed below it."""
+
     from rich.table import Table
 
     if console is None:
-        console = Console(width=max(shutil.get_terminal_size((160, 40)).columns, 140))
+        console = wide_console()
     header, rows = table_rows(records, with_reason=False)
     table = Table(title="edgedet bench", show_lines=False)
     for h in header:
@@ -110,6 +117,7 @@ def print_table(records: Sequence[Mapping[str, Any]], console: Any = None) -> No
             h,
             justify="left" if h in ("host", "model", "runtime") else "right",
             no_wrap=h in ("host", "model", "runtime"),
+            min_width=len(h),
         )
     status_style = {"ok": "green", "skipped": "yellow", "failed": "red"}
     for r, row in zip(records, rows):
@@ -181,6 +189,26 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
             for r in ok
         ]
         lines += _md_table(hdr, body)
+    mapping_lines: list[str] = []
+    seen_models: set[tuple[str, str]] = set()
+    for r in ok:
+        acc = r["accuracy"]
+        key = (str(r.get("model_name")), str(r.get("dataset")))
+        cmap = acc.get("class_map") or {}
+        renamed = {m: d for m, d in cmap.items() if m != d}
+        unmapped = acc.get("unmapped_dataset_classes") or []
+        if key in seen_models or not (renamed or unmapped):
+            continue
+        seen_models.add(key)
+        pairs = ", ".join(f"{m} → {d}" for m, d in renamed.items()) or "names equal"
+        mapping_lines.append(
+            f"- {key[0]} on {key[1]}: {pairs}; dataset classes without a model class "
+            f"(their boxes are ignored): {', '.join(unmapped) or 'none'}; "
+            f"{len(acc.get('unmapped_model_classes') or [])} model classes without a dataset class "
+            "(their detections are dropped)"
+        )
+    if mapping_lines:
+        lines += ["", "## Class mapping", "", *mapping_lines]
     lines += ["", "## Hosts", ""]
     seen: set[str] = set()
     for r in records:
