@@ -113,7 +113,9 @@ def _iter_sources(source: str) -> tuple[str, list[Path] | int | str | Path]:
             raise InvalidInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
         return "images", files
     if not path.exists():
-        matches = sorted(Path().glob(source))
+        import glob
+
+        matches = sorted(Path(m) for m in glob.glob(source)) if any(c in source for c in "*?[") else []
         if matches:
             return "images", [m for m in matches if m.suffix.lower() in IMAGE_SUFFIXES]
         raise InvalidInputError(f"source not found: {source}")
