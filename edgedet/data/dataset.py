@@ -190,6 +190,14 @@ class DetectionDataset:
         """Boxes that count (ignore regions excluded) over all samples."""
         return sum(s.gt.num_objects for s in self.samples)
 
+    def class_counts(self) -> dict[str, int]:
+        """Boxes per class name (ignore regions excluded), in class order, zeros included."""
+        counts = np.zeros(len(self.class_names), np.int64)
+        for s in self.samples:
+            ids = s.gt.class_ids[~s.gt.ignore]
+            counts += np.bincount(ids, minlength=len(self.class_names))[: len(counts)]
+        return {n: int(c) for n, c in zip(self.class_names, counts)}
+
     def read_image(self, sample: Sample | int) -> np.ndarray:
         """Decode a sample's image: BGR uint8 (H, W, 3), grayscale expanded to 3 channels.
 

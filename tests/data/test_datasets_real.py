@@ -108,6 +108,10 @@ def test_kitti(kitti: DetectionDataset) -> None:
     assert ds.class_names == (
         "Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc",
     )  # fmt: skip
+    assert ds.class_counts() == {
+        "Car": 209, "Van": 25, "Truck": 10, "Pedestrian": 36, "Person_sitting": 5,
+        "Cyclist": 14, "Tram": 9, "Misc": 3,
+    }  # fmt: skip
     dontcare = sum(int(((s.gt.class_ids == ANY_CLASS) & s.gt.ignore).sum()) for s in ds)
     assert dontcare == 188
     assert ds.num_objects() == 209 + 14 + 3 + 36 + 5 + 9 + 10 + 25
