@@ -107,7 +107,7 @@ class ModelMeta:
             raise InvalidInputError(f"ModelMeta.pad_value must be in 0..255, got {self.pad_value}")
         if not float(self.scale) > 0:
             raise InvalidInputError(f"ModelMeta.scale must be positive, got {self.scale}")
-        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        object.__setattr__(self, "class_names", resolve_class_names(self.class_names))
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
         object.__setattr__(self, "options", dict(self.options))
 
@@ -137,7 +137,7 @@ class ModelMeta:
         if "family" not in data:
             raise IncompatibleModelError(f"{where}: edgedet meta has no 'family'")
         kwargs = dict(data)
-        for key in ("class_names", "strides", "input_size", "mean", "std"):
+        for key in ("strides", "input_size", "mean", "std"):
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(kwargs[key])
         try:
@@ -187,7 +187,12 @@ def resolve_class_names(names: Any) -> tuple[str, ...]:
             "with one name per line"
         )
     if isinstance(names, Mapping):
-        ids = sorted(int(k) for k in names)
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(
+                f"class-name mapping must have integer ids as keys, got {list(names)[:5]}"
+            ) from err
         if ids != list(range(len(ids))):
             raise InvalidInputError(f"class-name mapping must have ids 0..N-1, got {ids[:10]}...")
         return tuple(str(names[k] if k in names else names[str(k)]) for k in ids)
@@ -203,6 +208,20 @@ def sidecar_path(model_path: str | Path) -> Path:
     return p.with_name(p.stem + SIDECAR_SUFFIX)
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask both reads and
+    sets, which would briefly widen the mode of files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass  # not Linux: fall back to the set-and-restore below
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
 
@@ -212,6 +231,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the final file the mode a plain open() would (umask).
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -258,12 +279,19 @@ def _load_onnx(path: Path) -> Any:
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # onnx raises DecodeError, ValueError, google.protobuf errors...
         raise ModelLoadError(
             f"{path} is not a readable ONNX model ({type(err).__name__}: {err}); "
             "the file may be truncated or not an ONNX file"
         ) from err
+    if not model.graph.node and not model.graph.output:
+        # protobuf parses b"" (and some junk) as an empty ModelProto: no graph is no model.
+        raise ModelLoadError(
+            f"{path} is not a readable ONNX model: it holds no graph (empty, truncated, or not "
+            "an ONNX file)"
+        )
+    return model
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:

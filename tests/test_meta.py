@@ -243,11 +243,6 @@ def test_missing_onnx_is_model_load_error(tmp_path: Path) -> None:
         read_meta(tmp_path / "absent.onnx")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="meta._load_onnx accepts files protobuf parses as an empty ModelProto (b'', b'hi'); "
-    "reported to the lead: it should refuse a model with no graph",
-)
 @pytest.mark.parametrize("content", [b"", b"hi"])
 def test_empty_or_graphless_onnx_is_model_load_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "empty.onnx"
@@ -392,40 +387,20 @@ def test_atomic_write_cleans_up_on_interrupt(
 # -- known problems in edgedet/meta.py (reported to its owner; strict xfail: fix, then unmark) --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelMeta(class_names='coco') splits the string into letters; __post_init__ should "
-    "use resolve_class_names like replace() does",
-)
 def test_constructor_accepts_named_class_list() -> None:
     assert ModelMeta(family="yolov8", class_names="coco").class_names == COCO80  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a class_names mapping (e.g. {'0': 'person'} in a sidecar) becomes its keys "
-    "('0', ...); from_dict/__post_init__ should use resolve_class_names",
-)
 def test_from_dict_accepts_class_name_mapping() -> None:
     m = ModelMeta.from_dict({"family": "yolov8", "class_names": {"0": "person", "1": "car"}})
     assert m.class_names == ("person", "car")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resolve_class_names({'a': 1}) raises a bare ValueError from int(), not "
-    "InvalidInputError with a message",
-)
 def test_resolve_class_names_non_integer_keys() -> None:
     with pytest.raises(InvalidInputError, match="class-name mapping"):
         resolve_class_names({"a": "person"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="atomic_write_bytes leaves mkstemp's 0600 mode on the final file, so models and "
-    "sidecars it writes are unreadable to other users; it should apply the umask default",
-)
 def test_atomic_write_uses_normal_file_mode(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
