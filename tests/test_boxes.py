@@ -514,6 +514,48 @@ def test_soft_nms_decay_can_reorder() -> None:
     assert sc[2] < 0.5
 
 
+# -- NMS: property test on an integer grid (exact ties and IoUs exactly at the threshold) ----
+
+grid_box = st.tuples(
+    st.integers(0, 12), st.integers(0, 12), st.integers(0, 8), st.integers(0, 8)
+).map(lambda t: (t[0], t[1], t[0] + t[2], t[1] + t[3]))
+candidate = st.tuples(grid_box, st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), st.integers(0, 2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cands=st.lists(candidate, min_size=0, max_size=25),
+    thr=st.sampled_from([0.0, 0.25, 1 / 3, 0.5, 0.6, 1.0]),
+    max_det=st.integers(1, 30),
+)
+def test_nms_property_integer_grid(
+    cands: list[tuple[tuple[int, int, int, int], float, int]], thr: float, max_det: int
+) -> None:
+    boxes = np.array([c[0] for c in cands], np.float32).reshape(-1, 4)
+    scores = np.array([c[1] for c in cands], np.float32)
+    cls = np.array([c[2] for c in cands], np.int32)
+    for class_ids in (None, cls):
+        for diou in (False, True):
+            got = nms(boxes, scores, thr, class_ids, max_det=max_det, diou=diou).tolist()
+            assert got == ref_nms(boxes, scores, thr, class_ids, max_det=max_det, diou=diou)
+            assert len(got) == len(set(got)) <= max_det
+        for method in ("linear", "gaussian"):
+            idx, sc = soft_nms(
+                boxes,
+                scores,
+                iou_threshold=thr,
+                method=method,  # type: ignore[arg-type]
+                class_ids=class_ids,
+                max_det=max_det,
+                score_threshold=0.05,
+            )
+            ref_idx, ref_sc = ref_soft_nms(
+                boxes, scores, thr, 0.5, method, 0.05, class_ids=class_ids, max_det=max_det
+            )
+            assert idx.tolist() == ref_idx
+            np.testing.assert_allclose(sc, ref_sc, rtol=1e-6)
+
+
 # -- clip ------------------------------------------------------------------------------------
 
 

@@ -137,8 +137,10 @@ def test_drawn_rectangle_lands_at_to_input(
     x1, x2 = sorted(round(f * w) for f in frac[:2])
     y1, y2 = sorted(round(f * h) for f in frac[2:])
     # make the rectangle at least a few input pixels big, so it survives downscaling
-    x2 = max(x2, x1 + 1 + w // 16)
-    y2 = max(y2, y1 + 1 + h // 16)
+    min_w, min_h = 1 + w // 16, 1 + h // 16
+    x1, y1 = min(x1, w - min_w), min(y1, h - min_h)
+    x2, y2 = max(x2, x1 + min_w), max(y2, y1 + min_h)
+    assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
     img = np.zeros((h, w, 3), np.uint8)
     img[y1:y2, x1:x2] = 255  # covers the continuous box [x1, x2] × [y1, y2]
     out, lb = letterbox(img, (th, tw), style, pad_value=0)
