@@ -149,7 +149,8 @@ def select_scores(
     """Pick candidates from a (N, C) score matrix.
 
     Returns ``(rows, class_ids, scores)``: with ``multi_label`` every (row, class) above the
-    threshold, else each row's best class if above it; at most ``max_candidates``, best first.
+    threshold, else each row's best class if above it; at most ``max_candidates``
+    (the highest-scoring ones when there are more), in no particular order: NMS sorts.
     """
     if multi_label:
         rows, cls = np.nonzero(scores > score_threshold)
