@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -136,8 +138,10 @@ def test_drawn_rectangle_lands_at_to_input(
 ) -> None:
     x1, x2 = sorted(round(f * w) for f in frac[:2])
     y1, y2 = sorted(round(f * h) for f in frac[2:])
-    # make the rectangle at least a few input pixels big, so it survives downscaling
-    min_w, min_h = 1 + w // 16, 1 + h // 16
+    # make the rectangle at least 5 input pixels big on each axis, so it survives downscaling
+    r = min(th / h, tw / w)
+    rx, ry = (tw / w, th / h) if style == "stretch" else (r, r)
+    min_w, min_h = min(w, math.ceil(5 / rx) + 1), min(h, math.ceil(5 / ry) + 1)
     x1, y1 = min(x1, w - min_w), min(y1, h - min_h)
     x2, y2 = max(x2, x1 + min_w), max(y2, y1 + min_h)
     assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
