@@ -78,7 +78,7 @@ def make_nanodet_decoder(
     by_level: dict[int, dict[str, str]] = {s: {} for s in strides}
     for spec in specs:
         dims = [d for d in spec.shape]
-        if len(dims) == 3 and dims[0] in (1, None):
+        if len(dims) == 3:  # a batch axis first, static (any size) or dynamic
             dims = dims[1:]
         if len(dims) != 2 or dims[0] is None or dims[1] is None:
             raise output_mismatch("nanodet", f"output '{spec.name}' is not [N, C]", specs)
