@@ -436,6 +436,15 @@ def test_nanodet_multi_label_and_unbatched_outputs() -> None:
     np.testing.assert_allclose(xyxy, [[28, 20, 68, 60]] * 2, atol=1e-4)
 
 
+def test_nanodet_static_batch_of_two() -> None:
+    one = nanodet_outputs()
+    outputs = {k: np.concatenate([v, v]) for k, v in one.items()}  # [2, N_l, C] static batch
+    cands = decode("nanodet", outputs, class_names=("a", "b", "c"), score_threshold=0.5)
+    assert len(cands) == 2
+    for c in cands:
+        np.testing.assert_allclose(c.xyxy, [[28, 20, 68, 60]], atol=1e-4)
+
+
 def test_nanodet_output_mismatch() -> None:
     good = nanodet_outputs()
     names = ("a", "b", "c")
