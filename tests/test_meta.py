@@ -384,7 +384,7 @@ def test_atomic_write_cleans_up_on_interrupt(
     assert os.listdir(tmp_path) == ["file.bin"]
 
 
-# -- known problems in edgedet/meta.py (reported to its owner; strict xfail: fix, then unmark) --
+# -- regressions: class names on construction, mapping keys, file mode of atomic writes --------
 
 
 def test_constructor_accepts_named_class_list() -> None:
