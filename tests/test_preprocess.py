@@ -225,6 +225,27 @@ def test_preprocessor_accepts_grayscale_and_bgra() -> None:
     assert len(metas) == 2
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_preprocessor_batch_equals_single_images(layout: str) -> None:
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (64, 20, 3), dtype=np.uint8)
+    meta = ModelMeta(family="yolov8", layout=layout, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
+    pre = Preprocessor(meta, (32, 32))
+    batch, metas = pre([a, b])
+    single_a, (meta_a,) = pre([a])
+    single_b, (meta_b,) = pre([b])
+    np.testing.assert_allclose(batch[0], single_a[0], rtol=1e-6)
+    np.testing.assert_allclose(batch[1], single_b[0], rtol=1e-6)
+    assert metas == [meta_a, meta_b] and meta_a != meta_b
+    # and both equal the letterboxed, colour-swapped image normalised by hand
+    boxed, _ = pre.fit(b)
+    by_hand = (boxed / 255.0 - np.array(meta.mean)) / np.array(meta.std)
+    if layout == "NCHW":
+        by_hand = by_hand.transpose(2, 0, 1)
+    np.testing.assert_allclose(batch[1], by_hand, rtol=1e-5, atol=1e-5)
+
+
 def test_preprocessor_rejects_no_images() -> None:
     meta = ModelMeta(family="yolov8")
     with pytest.raises(InvalidInputError, match="no images to preprocess"):
