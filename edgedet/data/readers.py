@@ -118,6 +118,15 @@ def _verify(samples: list[Sample], log: _Log) -> list[Sample]:
     return kept
 
 
+def _label_text(path: Path, log: _Log) -> str | None:
+    """A label file's text, or None (problem logged) when it cannot be read as UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        log.error(f"{log.rel(path)}: cannot read label file as text: {err}")
+        return None
+
+
 def _listdir(path: Path) -> list[Path]:
     try:
         return sorted(path.iterdir())
@@ -302,7 +311,7 @@ def _pick_by_split(found: list[Path], split: str | None, what: str, where: Path)
 def _load_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read: {err}") from err
     if not text.strip():
         raise DatasetError(f"{path}: empty file; expected COCO JSON with images/annotations")
@@ -499,7 +508,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise missing_extra("pyyaml", "bench", f"reading {path.name}") from err
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise DatasetError(f"{path}: cannot read YAML: {err}") from err
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a mapping with path/train/val/names")
@@ -626,8 +635,11 @@ def _read_yolo(
             log.note(f"{log.rel(img)}: no label file {log.rel(label)}; counted as no objects")
             parsed.append((img, w, h, boxes, classes))
             continue
+        text = _label_text(label, log)
+        if text is None:
+            continue
         ok = True
-        for lineno, line in enumerate(label.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(text.splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue
@@ -842,9 +854,12 @@ def _read_kitti(
         except DatasetError as err:
             log.error(str(err))
             continue
+        text = _label_text(label, log)
+        if text is None:
+            continue
         objects = []
         ok = True
-        for lineno, line in enumerate(label.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(text.splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue

@@ -411,3 +411,11 @@ def test_bad_data_yaml(tmp_path: Path) -> None:
     (root / "data.yaml").write_text("- just\n- a list\n")
     with pytest.raises(DatasetError, match="expected a mapping with path/train/val/names"):
         load_dataset(root / "data.yaml")
+
+
+def test_binary_label_file(tmp_path: Path) -> None:
+    root = _yolo(tmp_path, {"a": "", "b": ""}, names=["x"])
+    (root / "labels" / "a.txt").write_bytes(b"\xff\xfe\x00garbage")
+    ds = load_dataset(root)
+    assert [s.path.name for s in ds] == ["b.jpg"]
+    assert ds.problems[0].startswith("labels/a.txt: cannot read label file as text")
