@@ -162,13 +162,17 @@ class Preprocessor:
         # x = (p * scale - mean) / std  ==  (scale / std) * (p - mean / scale): the form of
         # OpenCV's blobFromImageWithParams, which converts, normalises and transposes in one C++
         # pass (about 7x faster than the same arithmetic in numpy at 416x416).
-        factor = tuple(float(v) for v in meta.scale / std) + (0.0,)
-        offset = tuple(float(v) for v in mean / meta.scale) + (0.0,)
+        factor = (*tuple(float(v) for v in meta.scale / std), 0.0)
+        offset = (*tuple(float(v) for v in mean / meta.scale), 0.0)
         layout = cv2.DNN_LAYOUT_NCHW if meta.layout == "NCHW" else cv2.DNN_LAYOUT_NHWC
         h, w = self.input_hw
         self._blob_params = cv2.dnn.Image2BlobParams(
-            scalefactor=factor, size=(w, h), mean=offset, swapRB=meta.color == "RGB",
-            ddepth=cv2.CV_32F, datalayout=layout,
+            scalefactor=factor,
+            size=(w, h),
+            mean=offset,
+            swapRB=meta.color == "RGB",
+            ddepth=cv2.CV_32F,
+            datalayout=layout,
         )
         self._swap_rb = meta.color == "RGB"
 
