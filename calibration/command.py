@@ -1,0 +1,652 @@
+"""``edgedet calibrate``: INT8 calibration from the command line.
+
+    edgedet calibrate MODEL --images DIR | --data DATA [--runtime onnxruntime|openvino|tensorrt]
+        [--method minmax|entropy|percentile|mse] [--num N] [--exclude NAME|TYPE|/REGEX/ ...]
+        [--family F] [--names coco] [--val DATA [--max-map-drop X] [--max-class-drop Y]]
+        [--out PATH]
+    edgedet calibrate sweep MODEL --images DIR|--data DATA --val DATA
+        [--methods minmax,percentile,mse] [--nums 100,300] [--runtime ...] [--out DIR]
+
+Writes the INT8 model (QDQ ONNX for onnxruntime / tensorrt, OpenVINO IR for openvino) and a
+report beside it: ``<out>.calibration.json`` and ``<out>.calibration.md`` (settings, mAP before
+and after overall and per class, model sizes, latency on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgedet.errors import CalibrationError, EdgedetError, InvalidInputError
+
+from .spec import METHODS, CalibrationSpec
+
+log = logging.getLogger("edgedet.calibration")
+
+RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
+
+_OP_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--images", help="folder of calibration images (searched recursively)")
+    src.add_argument("--data", help="a dataset edgedet reads (COCO JSON, YOLO, VOC, KITTI)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="target runtime")
+    p.add_argument("--num", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image draw (default 0)")
+    p.add_argument("--family", help="decoder family, for models without edgedet meta")
+    p.add_argument("--names", help="class names for models without meta: coco, a file, or a,b,c")
+    p.add_argument("--val", help="labelled validation dataset: mAP before/after, budgets")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--symmetric", action="store_true", help="symmetric int8 activations")
+    p.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME|OpType|/REGEX/",
+        help="keep layers in float: a node name, an op type (e.g. Resize), or /regex/ (repeatable)",
+    )
+    p.add_argument(
+        "--quantize-decode-tail",
+        action="store_true",
+        help="also quantize the decode tail (not recommended; it is float by default)",
+    )
+    p.add_argument(
+        "--head-convs",
+        choices=("auto", "quantize", "float"),
+        default="auto",
+        help="the head's last convs: float for NanoDet-like heads (auto), or as said",
+    )
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edgedet calibrate`` (``edgedet calibrate sweep ...`` is dispatched from
+    the same parser: its first word is ``sweep``)."""
+    parser.add_argument(
+        "target",
+        nargs="+",
+        metavar="MODEL",
+        help="float ONNX model (or: sweep MODEL)",
+    )
+    _add_common(parser)
+    parser.add_argument("--method", choices=METHODS, default=None, help="range estimator")
+    parser.add_argument("--percentile", type=float, default=99.999, help="for --method percentile")
+    parser.add_argument("--max-map-drop", type=float, help="budget: mAP50-95 points (needs --val)")
+    parser.add_argument("--max-class-drop", type=float, help="budget per safety class, AP points")
+    parser.add_argument(
+        "--safety-classes",
+        default="person,bicycle,car,motorcycle,bus,truck",
+        help="comma-separated classes --max-class-drop guards",
+    )
+    parser.add_argument(
+        "--accuracy-control",
+        action="store_true",
+        help="openvino: NNCF accuracy-controlled quantization with edgedet mAP (needs --val)",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        choices=("proxy", "map"),
+        default="proxy",
+        help="how layers are ranked for mixed precision (default: proxy error)",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--out", help="output model (default: MODEL_int8.onnx / .xml)")
+    parser.add_argument("--methods", default="minmax,percentile,mse", help="sweep: methods")
+    parser.add_argument("--nums", default="100,300", help="sweep: image counts")
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of a standalone ``sweep`` subcommand (when wired separately)."""
+    parser.add_argument("target", nargs="+", metavar="MODEL", help="float ONNX model")
+    _add_common(parser)
+    parser.add_argument("--methods", default="minmax,percentile,mse", help="comma-separated")
+    parser.add_argument("--nums", default="100,300", help="comma-separated image counts")
+    parser.add_argument("--percentile", type=float, default=99.999)
+    parser.add_argument("--out", help="output folder (default: MODEL_sweep/)")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def spec_from_args(args: argparse.Namespace, **overrides: Any) -> CalibrationSpec:
+    names, types, patterns = [], [], []
+    for item in args.exclude:
+        if len(item) > 2 and item.startswith("/") and item.endswith("/"):
+            patterns.append(item[1:-1])
+        elif (
+            _OP_TYPE.match(item) and "/" not in item and "_" not in item and not item[-1].isdigit()
+        ):
+            types.append(item)
+        else:
+            names.append(item)
+    method = getattr(args, "method", None) or "mse"
+    safety = tuple(s.strip() for s in getattr(args, "safety_classes", "").split(",") if s.strip())
+    kwargs: dict[str, Any] = {
+        "method": method,
+        "percentile": args.percentile,
+        "num_images": args.num,
+        "seed": args.seed,
+        "per_channel": not args.no_per_channel,
+        "symmetric_activations": args.symmetric or args.runtime == "tensorrt",
+        "exclude_names": tuple(names),
+        "exclude_types": tuple(types),
+        "exclude_patterns": tuple(patterns),
+        "keep_decode_tail_float": not args.quantize_decode_tail,
+        "head_convs": args.head_convs,
+        "max_map_drop": getattr(args, "max_map_drop", None),
+        "max_class_drop": getattr(args, "max_class_drop", None),
+        "safety_classes": safety if getattr(args, "max_class_drop", None) is not None else (),
+    }
+    kwargs.update(overrides)
+    return CalibrationSpec(**kwargs)
+
+
+def _progress_factory() -> tuple[Any, Callable[[str], Callable[[int, int], None]]]:
+    """A rich progress display (or log lines when rich is missing) and a task maker."""
+    try:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    except ImportError:
+
+        def plain(label: str) -> Callable[[int, int], None]:
+            def cb(done: int, total: int) -> None:
+                if done == total or done % 25 == 0:
+                    log.warning("%s: %d/%d", label, done, total)
+
+            return cb
+
+        return None, plain
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+    def rich_task(label: str) -> Callable[[int, int], None]:
+        task = progress.add_task(label, total=None)
+
+        def cb(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return cb
+
+    return progress, rich_task
+
+
+def _default_out(model: Path, runtime: str, suffix: str = "int8") -> Path:
+    ext = ".xml" if runtime == "openvino" else ".onnx"
+    return model.with_name(f"{model.stem}_{suffix}{ext}")
+
+
+def _size_mb(path: Path) -> float:
+    total = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        total += path.with_suffix(".bin").stat().st_size
+    return round(total / 1e6, 3)
+
+
+def _load_float(args: argparse.Namespace, model: Path) -> Any:
+    from .evaluate import load_for_eval
+
+    return load_for_eval(
+        model, runtime="onnxruntime", family=args.family, names=args.names, threads=args.threads
+    )
+
+
+def _make_source(args: argparse.Namespace, det: Any, num: int, progress: Any) -> Any:
+    from .source import CalibrationSource
+
+    if not args.images and not args.data:
+        raise InvalidInputError("calibration needs images: pass --images DIR or --data DATASET")
+    return CalibrationSource(
+        det,
+        images=args.images or None,
+        dataset=args.data or None,
+        num=num,
+        seed=args.seed,
+        progress=progress,
+    )
+
+
+def _build(
+    args: argparse.Namespace,
+    model: Path,
+    det: Any,
+    spec: CalibrationSpec,
+    source: Any,
+    out: Path,
+    *,
+    keep_float: Sequence[str] = (),
+) -> Any:
+    if args.runtime == "openvino":
+        from .nncf_int8 import quantize_openvino, quantize_openvino_with_accuracy_control
+
+        if getattr(args, "accuracy_control", False):
+            if not args.val or spec.max_map_drop is None:
+                raise InvalidInputError("--accuracy-control needs --val DATA and --max-map-drop X")
+            return quantize_openvino_with_accuracy_control(
+                model,
+                source,
+                spec,
+                out,
+                det.meta,
+                args.val,
+                max_drop_points=spec.max_map_drop,
+                threads=args.threads,
+            )
+        return quantize_openvino(model, source, spec, out, det.meta)
+    from .ort_int8 import quantize_onnx
+
+    return quantize_onnx(model, source, spec, out, det.meta, keep_float=keep_float)
+
+
+def _score(
+    path: Path,
+    args: argparse.Namespace,
+    runtime: str,
+    *,
+    latency: bool,
+    safety: Sequence[str],
+    progress: Any = None,
+) -> Any:
+    from .evaluate import score_model
+
+    rt = "onnxruntime" if runtime == "tensorrt" else runtime
+    return score_model(
+        path,
+        args.val,
+        runtime=rt,
+        family=args.family,
+        names=args.names,
+        threads=args.threads,
+        safety_classes=safety or None,
+        latency=latency,
+        progress=progress,
+    )
+
+
+def _latency_only(
+    path: Path, args: argparse.Namespace, runtime: str, data: Any
+) -> tuple[float, float]:
+    from .evaluate import load_for_eval, p50_latency
+
+    rt = "onnxruntime" if runtime == "tensorrt" else runtime
+    det = load_for_eval(
+        path, runtime=rt, family=args.family, names=args.names, threads=args.threads
+    )
+    try:
+        return p50_latency(det, data)
+    finally:
+        det.close()
+
+
+# -- calibrate ----------------------------------------------------------------------------------
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """``edgedet calibrate``; returns the exit code (0 ok, 1 budget not met)."""
+    if args.target and args.target[0] == "sweep":
+        args.target = args.target[1:]
+        return run_sweep(args)
+    if len(args.target) != 1:
+        raise InvalidInputError(f"calibrate takes one model, got {args.target}")
+    model = Path(args.target[0])
+    if not model.is_file():
+        raise InvalidInputError(f"model file not found: {model}")
+    if model.suffix.lower() != ".onnx":
+        raise InvalidInputError(f"calibrate needs a float ONNX model, got {model.name}")
+    if (args.max_map_drop is not None or args.max_class_drop is not None) and not args.val:
+        raise InvalidInputError(
+            "--max-map-drop / --max-class-drop need --val DATA (a labelled set)"
+        )
+    spec = spec_from_args(args)
+    out = Path(args.out) if args.out else _default_out(model, args.runtime)
+    progress, task = _progress_factory()
+    report: dict[str, Any] = {"model": str(model), "runtime": args.runtime, "output": str(out)}
+    det = _load_float(args, model)
+    try:
+        ctx = progress if progress is not None else _Null()
+        with ctx:
+            source = _make_source(args, det, spec.num_images, task("calibration images"))
+            result = _build(args, model, det, spec, source, out)
+            report.update(
+                spec=spec.to_dict(), images=source.record(), excluded=result.exclusion.summary()
+            )
+            safety = list(spec.safety_classes) or [
+                "person",
+                "bicycle",
+                "car",
+                "motorcycle",
+                "bus",
+                "truck",
+            ]
+            met = True
+            if args.val:
+                want_latency = not args.no_latency
+                before = _score(
+                    model,
+                    args,
+                    args.runtime,
+                    latency=want_latency,
+                    safety=safety,
+                    progress=task("float mAP"),
+                )
+                after = _score(
+                    result.path,
+                    args,
+                    args.runtime,
+                    latency=want_latency,
+                    safety=safety,
+                    progress=task("int8 mAP"),
+                )
+                if spec.has_budget and args.runtime != "openvino":
+                    from .evaluate import within_budget
+
+                    met, why = within_budget(
+                        before,
+                        after,
+                        max_map_drop=spec.max_map_drop,
+                        max_class_drop=spec.max_class_drop,
+                        safety_classes=spec.safety_classes,
+                    )
+                    if not met:
+                        log.warning("budget not met (%s): running mixed precision", "; ".join(why))
+                        result, after, met, mixed = _mixed(
+                            args, model, det, spec, source, out, before, safety, task
+                        )
+                        report["mixed_precision"] = mixed
+                report["accuracy"] = _accuracy_section(before, after, safety)
+                from .ort_int8 import update_record
+
+                if result.path.suffix == ".onnx":
+                    update_record(result.path, map_before=before.map50_95, map_after=after.map50_95)
+                else:
+                    _update_sidecar(
+                        result.path, map_before=before.map50_95, map_after=after.map50_95
+                    )
+            elif not args.no_latency:
+                data = args.data or None
+                if data is not None:
+                    report["latency_ms"] = {
+                        "float_p50": _latency_only(model, args, args.runtime, data)[0],
+                        "int8_p50": _latency_only(result.path, args, args.runtime, data)[0],
+                    }
+            report["size_mb"] = {"float": _size_mb(model), "int8": _size_mb(result.path)}
+            report["budget_met"] = met
+    finally:
+        det.close()
+    write_report(out, report)
+    print(f"wrote {out} and {_report_path(out, '.md')}")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        print(
+            f"mAP50-95 float {acc['float']['map50_95']:.4f} -> int8 {acc['int8']['map50_95']:.4f} ({acc['retained_pct']:.1f}% kept)"
+        )
+    return 0 if met else 1
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _mixed(
+    args: argparse.Namespace,
+    model: Path,
+    det: Any,
+    spec: CalibrationSpec,
+    source: Any,
+    out: Path,
+    before: Any,
+    safety: Sequence[str],
+    task: Any,
+) -> tuple[Any, Any, bool, dict[str, Any]]:
+    from .sensitivity import layer_sensitivity, mixed_precision
+
+    sens = layer_sensitivity(
+        model,
+        source,
+        spec,
+        det.meta,
+        args.val,
+        metric=args.sensitivity,
+        threads=args.threads,
+        progress=task("layer sensitivity"),
+    )
+    sens.plot(_report_path(out, ".sensitivity.png"))
+    atomic = _report_path(out, ".sensitivity.md")
+    atomic.write_text(sens.to_markdown())
+
+    def evaluate(path: Path) -> Any:
+        return _score(path, args, args.runtime, latency=False, safety=safety)
+
+    res = mixed_precision(
+        model,
+        source,
+        spec,
+        det.meta,
+        args.val,
+        out,
+        sens.ranking(),
+        before=before,
+        evaluate=evaluate,
+    )
+    after = _score(res.path, args, args.runtime, latency=not args.no_latency, safety=safety)
+    from edgedet.meta import read_meta
+
+    from .ort_int8 import QuantizeResult
+    from .spec import Exclusion
+
+    meta = read_meta(res.path)
+    assert meta is not None and meta.calibration is not None
+    exclusion = Exclusion(tuple(meta.calibration["excluded_nodes"]), {}, None)
+    mixed = {
+        "kept_float": res.kept_float,
+        "tries": res.tries,
+        "met": res.met,
+        "sensitivity": sens.to_dict()["layers"][:20],
+    }
+    return QuantizeResult(res.path, meta, dict(meta.calibration), exclusion), after, res.met, mixed
+
+
+def _update_sidecar(path: Path, **changes: Any) -> None:
+    from edgedet.meta import read_meta, write_sidecar
+
+    meta = read_meta(path)
+    if meta is None or meta.calibration is None:
+        raise CalibrationError(f"{path} has no edgedet sidecar with a calibration record")
+    record = dict(meta.calibration)
+    record.update(changes)
+    write_sidecar(path, meta.replace(calibration=record))
+
+
+def _accuracy_section(before: Any, after: Any, safety: Sequence[str]) -> dict[str, Any]:
+    from .evaluate import class_drops
+
+    retained = 100.0 * after.map50_95 / before.map50_95 if before.map50_95 > 0 else float("nan")
+    return {
+        "float": before.to_dict(),
+        "int8": after.to_dict(),
+        "retained_pct": round(retained, 2),
+        "map_drop_points": round((before.map50_95 - after.map50_95) * 100.0, 3),
+        "safety_class_drop_points": class_drops(before, after, safety),
+    }
+
+
+def _report_path(out: Path, suffix: str) -> Path:
+    return out.with_name(out.stem + ".calibration" + suffix)
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """``<out>.calibration.json`` and ``.md`` beside the model, atomically."""
+    from edgedet.meta import atomic_write_bytes
+
+    atomic_write_bytes(
+        _report_path(out, ".json"), json.dumps(report, indent=2, default=str).encode()
+    )
+    atomic_write_bytes(_report_path(out, ".md"), render_markdown(report).encode())
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100.0 * float(v):.2f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    spec = report.get("spec", {})
+    images = report.get("images", {})
+    lines = [
+        f"# INT8 calibration of `{Path(report['model']).name}`",
+        "",
+        f"- output: `{report['output']}` ({report['runtime']})",
+        f"- method: {spec.get('method')} (percentile {spec.get('percentile')}), per-channel weights: "
+        f"{spec.get('per_channel')}, symmetric activations: {spec.get('symmetric_activations')}",
+        f"- images: {images.get('count')} of {images.get('requested')} requested from {images.get('origin')} "
+        f"(seed {images.get('seed')}, sha256 {str(images.get('images_sha256'))[:16]}…)",
+        f"- kept in float: {report.get('excluded')}",
+    ]
+    for w in images.get("warnings", []):
+        lines.append(f"- **warning**: {w}")
+    for s in images.get("skipped", []):
+        lines.append(f"- skipped: {s}")
+    size = report.get("size_mb")
+    if size:
+        lines.append(f"- size: float {size['float']} MB, int8 {size['int8']} MB")
+    acc = report.get("accuracy")
+    if acc:
+        f, q = acc["float"], acc["int8"]
+        lines += [
+            "",
+            "| | float | int8 |",
+            "|---|---:|---:|",
+            f"| mAP50-95 (%) | {_pct(f['map50_95'])} | {_pct(q['map50_95'])} |",
+            f"| mAP50 (%) | {_pct(f['map50'])} | {_pct(q['map50'])} |",
+            f"| p50 latency (ms, end to end) | {f.get('latency_p50_ms') and round(f['latency_p50_ms'], 1)} | {q.get('latency_p50_ms') and round(q['latency_p50_ms'], 1)} |",
+            "",
+            f"INT8 keeps {acc['retained_pct']}% of the float mAP50-95 ({acc['map_drop_points']} points lost).",
+            "",
+            "| class | float AP | int8 AP | change (points) |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, ap in f["per_class_ap"].items():
+            ap8 = q["per_class_ap"].get(name)
+            change = "-" if ap is None or ap8 is None else f"{100.0 * (ap8 - ap):+.2f}"
+            lines.append(f"| {name} | {_pct(ap)} | {_pct(ap8)} | {change} |")
+    lat = report.get("latency_ms")
+    if lat:
+        lines.append(
+            f"- p50 latency (ms): float {lat['float_p50']:.1f}, int8 {lat['int8_p50']:.1f}"
+        )
+    mixed = report.get("mixed_precision")
+    if mixed:
+        lines += [
+            "",
+            f"Mixed precision: kept {len(mixed['kept_float'])} layer(s) float; budget met: {mixed['met']}",
+            "",
+        ]
+        for t in mixed["tries"]:
+            lines.append(
+                f"- {t['kept_float']} float: mAP {_pct(t['map50_95'])} {'ok' if t['ok'] else '; '.join(t['why'])}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# -- sweep ----------------------------------------------------------------------------------
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``edgedet calibrate sweep``: methods × image counts, scored by mAP and latency."""
+    if len(args.target) != 1:
+        raise InvalidInputError(f"calibrate sweep takes one model, got {args.target}")
+    if not args.val:
+        raise InvalidInputError("calibrate sweep needs --val DATA to score each INT8 model")
+    model = Path(args.target[0])
+    if not model.is_file():
+        raise InvalidInputError(f"model file not found: {model}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        nums = [int(n) for n in args.nums.split(",") if n.strip()]
+    except ValueError as err:
+        raise InvalidInputError(
+            f"--nums must be comma-separated integers, got {args.nums!r}"
+        ) from err
+    outdir = Path(args.out) if args.out else model.with_name(model.stem + "_sweep")
+    outdir.mkdir(parents=True, exist_ok=True)
+    progress, task = _progress_factory()
+    rows: list[dict[str, Any]] = []
+    det = _load_float(args, model)
+    try:
+        with progress if progress is not None else _Null():
+            before = _score(model, args, args.runtime, latency=True, safety=())
+            rows.append(
+                {
+                    "config": "float",
+                    "method": "-",
+                    "images": 0,
+                    "map50_95": before.map50_95,
+                    "map50": before.map50,
+                    "p50_ms": before.latency_p50_ms,
+                    "path": str(model),
+                }
+            )
+            for num in nums:
+                source = _make_source(args, det, num, task(f"images ({num})"))
+                for method in methods:
+                    spec = spec_from_args(args, method=method, num_images=num)
+                    ext = ".xml" if args.runtime == "openvino" else ".onnx"
+                    out = outdir / f"{model.stem}_{method}_{num}{ext}"
+                    try:
+                        result = _build(args, model, det, spec, source, out)
+                        s = _score(result.path, args, args.runtime, latency=True, safety=())
+                    except EdgedetError as err:
+                        rows.append(
+                            {
+                                "config": f"{method}/{num}",
+                                "method": method,
+                                "images": source.num_images,
+                                "error": str(err),
+                            }
+                        )
+                        continue
+                    rows.append(
+                        {
+                            "config": f"{method}/{num}",
+                            "method": method,
+                            "images": source.num_images,
+                            "map50_95": s.map50_95,
+                            "map50": s.map50,
+                            "p50_ms": s.latency_p50_ms,
+                            "path": str(result.path),
+                        }
+                    )
+    finally:
+        det.close()
+    ok = [r for r in rows if "error" not in r]
+    ok.sort(key=lambda r: (-r["map50_95"], r["p50_ms"] or 0.0))
+    table = [
+        "| rank | config | images | mAP50-95 (%) | mAP50 (%) | p50 ms | model |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for i, r in enumerate(ok, 1):
+        table.append(
+            f"| {i} | {r['config']} | {r['images']} | {_pct(r['map50_95'])} | {_pct(r['map50'])} | {r['p50_ms'] and round(r['p50_ms'], 1)} | `{Path(r['path']).name}` |"
+        )
+    for r in rows:
+        if "error" in r:
+            table.append(f"| - | {r['config']} | {r['images']} | failed: {r['error'][:80]} | | | |")
+    from edgedet.meta import atomic_write_bytes
+
+    atomic_write_bytes(outdir / "sweep.json", json.dumps(rows, indent=2).encode())
+    atomic_write_bytes(outdir / "sweep.md", ("\n".join(table) + "\n").encode())
+    print("\n".join(table))
+    return 0 if ok else 1

@@ -1,0 +1,196 @@
+"""Score a model (float or INT8) the way the benchmark harness does: mAP on a labelled dataset
+through `edgedet.metrics.evaluate`, and p50 latency through `edgedet.benchmarks.latency`.
+
+Detections for mAP are taken at score threshold 0.001 (the COCO evaluator integrates the whole
+precision/recall curve), class-aware NMS at IoU 0.45, as `edgedet bench` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedet.errors import InvalidInputError
+
+MAP_SCORE_THRESHOLD = 0.001
+IOU_THRESHOLD = 0.45
+
+
+@dataclass
+class Score:
+    """mAP50-95, mAP50 and per-class AP (0..1), and optionally latency (ms), of one model."""
+
+    map50_95: float
+    map50: float
+    per_class_ap: dict[str, float | None]
+    safety_recall: dict[str, float | None] = field(default_factory=dict)
+    latency_p50_ms: float | None = None
+    infer_p50_ms: float | None = None
+    images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "map50_95": _safe(self.map50_95),
+            "map50": _safe(self.map50),
+            "per_class_ap": {k: _safe(v) for k, v in self.per_class_ap.items()},
+            "safety_recall": {k: _safe(v) for k, v in self.safety_recall.items()},
+            "latency_p50_ms": self.latency_p50_ms,
+            "infer_p50_ms": self.infer_p50_ms,
+            "images": self.images,
+        }
+
+
+def _safe(v: float | None) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def load_for_eval(
+    model: str | Path,
+    *,
+    runtime: str = "onnxruntime",
+    family: str | None = None,
+    names: Any = None,
+    threads: int | None = 2,
+    runtime_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A Detector set up for mAP (score 0.001, IoU 0.45); ``family`` / ``names`` only apply to
+    models without edgedet meta."""
+    import edgedet
+    from edgedet.meta import read_meta
+
+    opts = dict(runtime_options or {})
+    if threads is not None:
+        opts.setdefault("threads", threads)
+    path = Path(model)
+    carried = read_meta(path) if path.suffix.lower() == ".onnx" else None
+    overrides: dict[str, Any] = {}
+    if carried is None and names is not None:
+        overrides["names"] = names
+    return edgedet.load(
+        path,
+        runtime=runtime,
+        family=None if carried is not None else family,
+        runtime_options=opts,
+        score_threshold=MAP_SCORE_THRESHOLD,
+        iou_threshold=IOU_THRESHOLD,
+        **overrides,
+    )
+
+
+def load_dataset(data: Any) -> Any:
+    if isinstance(data, (str, Path)):
+        from edgedet.data import load_dataset as _load
+
+        return _load(data)
+    return data
+
+
+def predict_dataset(det: Any, dataset: Any, progress: Any = None) -> dict[int, Any]:
+    """``{image_id: Detections}`` over every sample."""
+    out: dict[int, Any] = {}
+    total = len(dataset.samples)
+    for i, sample in enumerate(dataset.samples):
+        out[sample.image_id] = det(dataset.read_image(sample))
+        if progress is not None:
+            progress(i + 1, total)
+    return out
+
+
+def score_detector(
+    det: Any,
+    dataset: Any,
+    *,
+    safety_classes: Sequence[str] | None = None,
+    latency: bool = False,
+    progress: Any = None,
+) -> Score:
+    """mAP of ``det`` on ``dataset`` (and p50 latency on 8 of its images if asked)."""
+    from edgedet.metrics import DEFAULT_SAFETY_CLASSES, evaluate
+
+    dataset = load_dataset(dataset)
+    if not dataset.samples:
+        raise InvalidInputError(f"validation dataset {dataset.name!r} has no images")
+    dets = predict_dataset(det, dataset, progress)
+    report = evaluate(
+        dataset,
+        dets,
+        det.class_names,
+        safety_classes=tuple(safety_classes) if safety_classes else DEFAULT_SAFETY_CLASSES,
+    )
+    score = Score(
+        map50_95=float(report.map50_95),
+        map50=float(report.map50),
+        per_class_ap=dict(report.per_class_ap),
+        safety_recall=dict(report.safety_recall),
+        images=len(dataset.samples),
+    )
+    if latency:
+        score.latency_p50_ms, score.infer_p50_ms = p50_latency(det, dataset)
+    return score
+
+
+def p50_latency(det: Any, dataset: Any, images: int = 8) -> tuple[float, float]:
+    """(end-to-end p50, inference p50) in ms, batch 1, through the benchmark harness."""
+    from edgedet.benchmarks.latency import measure_latency
+
+    dataset = load_dataset(dataset)
+    imgs = [dataset.read_image(s) for s in dataset.samples[:images]]
+    res = measure_latency(det, imgs, warmup=5, min_iterations=30, min_seconds=2.0, max_seconds=30.0)
+    return float(res.stages["e2e"]["p50"]), float(res.stages["infer"]["p50"])
+
+
+def score_model(
+    model: str | Path,
+    dataset: Any,
+    *,
+    runtime: str = "onnxruntime",
+    family: str | None = None,
+    names: Any = None,
+    threads: int | None = 2,
+    safety_classes: Sequence[str] | None = None,
+    latency: bool = False,
+    progress: Any = None,
+) -> Score:
+    """Load ``model`` on ``runtime`` and `score_detector` it."""
+    det = load_for_eval(model, runtime=runtime, family=family, names=names, threads=threads)
+    try:
+        return score_detector(
+            det, dataset, safety_classes=safety_classes, latency=latency, progress=progress
+        )
+    finally:
+        det.close()
+
+
+def class_drops(before: Score, after: Score, classes: Sequence[str]) -> dict[str, float | None]:
+    """AP points lost per class (positive = worse), None where a class has no ground truth."""
+    out: dict[str, float | None] = {}
+    for name in classes:
+        a, b = before.per_class_ap.get(name), after.per_class_ap.get(name)
+        if a is None or b is None or math.isnan(a) or math.isnan(b):
+            out[name] = None
+        else:
+            out[name] = round((a - b) * 100.0, 3)
+    return out
+
+
+def within_budget(
+    before: Score,
+    after: Score,
+    *,
+    max_map_drop: float | None,
+    max_class_drop: float | None,
+    safety_classes: Sequence[str],
+) -> tuple[bool, list[str]]:
+    """Whether ``after`` keeps the budget (drops in mAP points); and why not."""
+    why: list[str] = []
+    drop = (before.map50_95 - after.map50_95) * 100.0
+    if max_map_drop is not None and drop > max_map_drop:
+        why.append(f"mAP50-95 drops {drop:.2f} points > {max_map_drop:g}")
+    if max_class_drop is not None:
+        for name, d in class_drops(before, after, safety_classes).items():
+            if d is not None and d > max_class_drop:
+                why.append(f"{name} AP drops {d:.2f} points > {max_class_drop:g}")
+    return not why, why

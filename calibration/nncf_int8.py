@@ -1,0 +1,348 @@
+"""Compile a `CalibrationSpec` to NNCF post-training quantization for OpenVINO.
+
+- `quantize_openvino`: ``nncf.quantize`` on the OpenVINO model read from the float ONNX, with
+  the spec's exclusions as an ``nncf.IgnoredScope`` (ONNX node names are translated to
+  OpenVINO operation names through the tensor names the ONNX frontend keeps), the method as an
+  activation range estimator, and ``preset`` from the activation symmetry. Written as OpenVINO
+  IR (``.xml`` + ``.bin``) into a temporary folder, then renamed into place (``.bin`` first, so
+  a ``.xml`` only ever appears beside its finished weights), with the edgedet sidecar holding
+  the meta and calibration record.
+- `quantize_openvino_with_accuracy_control`: ``nncf.quantize_with_accuracy_control`` with
+  edgedet's mAP50-95 on a labelled validation set as ``validation_fn`` and ``max_drop`` in mAP
+  points; NNCF then returns the layers it kept in float.
+- `quantize_onnx_nncf`: NNCF's ONNX backend, which writes a QDQ ONNX model (node names are used
+  as they are).
+
+Method mapping: ``minmax`` -> ``MINMAX``; ``percentile`` -> ``MEAN_QUANTILE`` with outlier
+probability ``1 - percentile/100``; ``mse`` and ``entropy`` -> ``HISTOGRAM`` (NNCF's
+quantization-error minimisation over a histogram; NNCF has no KL-divergence estimator, the
+record says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgedet.errors import CalibrationError, missing_extra
+from edgedet.meta import ModelMeta, write_sidecar
+
+from .ort_int8 import QuantizeResult, calibration_record
+from .source import CalibrationSource
+from .spec import CalibrationSpec, Exclusion, resolve_exclusions
+
+log = logging.getLogger("edgedet.calibration")
+
+
+def _nncf() -> Any:
+    try:
+        import nncf
+    except ImportError as err:
+        raise missing_extra("nncf", "calibrate", "INT8 calibration for OpenVINO") from err
+    return nncf
+
+
+def advanced_parameters(spec: CalibrationSpec) -> Any:
+    """NNCF ``AdvancedQuantizationParameters`` from the spec's typed fields."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import (
+        RangeEstimatorParameters,
+        RangeEstimatorParametersSet,
+        StatisticsCollectorParameters,
+    )
+
+    if spec.method == "minmax":
+        est = RangeEstimatorParametersSet.MINMAX
+    elif spec.method == "percentile":
+        base = RangeEstimatorParametersSet.MEAN_QUANTILE
+        prob = max(1e-7, 1.0 - spec.percentile / 100.0)
+        est = RangeEstimatorParameters(
+            min=StatisticsCollectorParameters(
+                statistics_type=base.min.statistics_type,
+                aggregator_type=base.min.aggregator_type,
+                quantile_outlier_prob=prob,
+            ),
+            max=StatisticsCollectorParameters(
+                statistics_type=base.max.statistics_type,
+                aggregator_type=base.max.aggregator_type,
+                quantile_outlier_prob=prob,
+            ),
+        )
+    else:  # mse, entropy
+        est = RangeEstimatorParametersSet.HISTOGRAM
+    return AdvancedQuantizationParameters(activations_range_estimator_params=est)
+
+
+def _preset(nncf: Any, spec: CalibrationSpec) -> Any:
+    return (
+        nncf.QuantizationPreset.PERFORMANCE
+        if spec.symmetric_activations
+        else nncf.QuantizationPreset.MIXED
+    )
+
+
+def onnx_to_ov_names(ov_model: Any, onnx_model: Any, names: Sequence[str]) -> list[str]:
+    """OpenVINO operation names standing for ONNX nodes ``names`` (matched by output tensor
+    names, which the ONNX frontend keeps); nodes folded away by the frontend are skipped."""
+    wanted: dict[str, str] = {}
+    for node in onnx_model.graph.node:
+        if node.name in names:
+            for out in node.output:
+                wanted[out] = node.name
+    found: list[str] = []
+    for op in ov_model.get_ops():
+        for output in op.outputs():
+            if any(t in wanted for t in output.get_names()):
+                found.append(op.get_friendly_name())
+                break
+    return sorted(set(found))
+
+
+def _ignored_scope(nncf: Any, ov_model: Any, onnx_model: Any, exclusion: Exclusion) -> Any:
+    names = onnx_to_ov_names(ov_model, onnx_model, exclusion.names)
+    return nncf.IgnoredScope(names=names, validate=False)
+
+
+def save_ir_atomically(ov_model: Any, out: Path) -> Path:
+    """``ov.save_model`` into a temp folder beside ``out``, then rename ``.bin`` then ``.xml``."""
+    import openvino as ov
+
+    if out.suffix.lower() != ".xml":
+        raise CalibrationError(f"OpenVINO INT8 output must be an .xml file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".edgedet-ir-", dir=out.parent))
+    try:
+        ov.save_model(ov_model, str(tmp / out.name), compress_to_fp16=False)
+        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+        os.replace(tmp / out.name, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def quantize_openvino(
+    model_path: str | Path,
+    source: CalibrationSource,
+    spec: CalibrationSpec,
+    out: str | Path,
+    meta: ModelMeta,
+    *,
+    defaults: bool = False,
+) -> QuantizeResult:
+    """INT8 OpenVINO IR from a float ONNX model with NNCF. ``defaults=True`` runs
+    ``nncf.quantize`` with its own defaults (the naive baseline): no exclusions, no options."""
+    import onnx
+    import openvino as ov
+
+    nncf = _nncf()
+    out = Path(out)
+    onnx_model = onnx.load(str(model_path))
+    exclusion = resolve_exclusions(
+        onnx_model,
+        spec.replace(
+            keep_decode_tail_float=False, exclude_names=(), exclude_types=(), exclude_patterns=()
+        )
+        if defaults
+        else spec,
+        meta.family,
+    )
+    ov_model = ov.Core().read_model(str(model_path))
+    dataset = source.nncf_dataset()
+    try:
+        if defaults:
+            q = nncf.quantize(ov_model, dataset, subset_size=source.num_images)
+        else:
+            q = nncf.quantize(
+                ov_model,
+                dataset,
+                preset=_preset(nncf, spec),
+                subset_size=source.num_images,
+                fast_bias_correction=True,
+                ignored_scope=_ignored_scope(nncf, ov_model, onnx_model, exclusion),
+                advanced_parameters=advanced_parameters(spec),
+            )
+    except CalibrationError:
+        raise
+    except Exception as err:  # NNCF raises its own and OpenVINO's errors
+        raise CalibrationError(
+            f"NNCF quantization of {model_path} failed: {type(err).__name__}: {err}"
+        ) from err
+    save_ir_atomically(q, out)
+    notes = (
+        ["nncf has no KL-divergence estimator: entropy ran as HISTOGRAM"]
+        if spec.method == "entropy"
+        else []
+    )
+    record = calibration_record(
+        spec,
+        source,
+        exclusion,
+        tool="nncf+openvino" + (" (defaults)" if defaults else ""),
+        notes=notes,
+    )
+    new_meta = meta.replace(precision="int8", calibration=record)
+    write_sidecar(out, new_meta)
+    return QuantizeResult(out, new_meta, record, exclusion)
+
+
+def quantize_openvino_with_accuracy_control(
+    model_path: str | Path,
+    source: CalibrationSource,
+    spec: CalibrationSpec,
+    out: str | Path,
+    meta: ModelMeta,
+    val: Any,
+    *,
+    max_drop_points: float,
+    threads: int | None = 2,
+) -> QuantizeResult:
+    """``nncf.quantize_with_accuracy_control`` with edgedet's mAP50-95 as the validation
+    function (on ``val``, a labelled dataset); ``max_drop_points`` in mAP points."""
+    import onnx
+    import openvino as ov
+
+    from .evaluate import load_dataset
+
+    nncf = _nncf()
+    out = Path(out)
+    dataset = load_dataset(val)
+    onnx_model = onnx.load(str(model_path))
+    exclusion = resolve_exclusions(onnx_model, spec, meta.family)
+    ov_model = ov.Core().read_model(str(model_path))
+    validate = make_validation_fn(meta, dataset, threads=threads)
+    val_data = nncf.Dataset(list(dataset.samples))
+    try:
+        q = nncf.quantize_with_accuracy_control(
+            ov_model,
+            source.nncf_dataset(),
+            val_data,
+            validation_fn=validate,
+            max_drop=max_drop_points / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE,
+            preset=_preset(nncf, spec),
+            subset_size=source.num_images,
+            ignored_scope=_ignored_scope(nncf, ov_model, onnx_model, exclusion),
+            advanced_quantization_parameters=advanced_parameters(spec),
+        )
+    except Exception as err:  # NNCF raises its own and OpenVINO's errors
+        raise CalibrationError(
+            f"NNCF accuracy-controlled quantization of {model_path} failed: {type(err).__name__}: {err}"
+        ) from err
+    save_ir_atomically(q, out)
+    record = calibration_record(
+        spec,
+        source,
+        exclusion,
+        tool="nncf+openvino accuracy control",
+        extra={"max_drop_points": max_drop_points},
+    )
+    new_meta = meta.replace(precision="int8", calibration=record)
+    write_sidecar(out, new_meta)
+    return QuantizeResult(out, new_meta, record, exclusion)
+
+
+def make_validation_fn(
+    meta: ModelMeta, dataset: Any, *, threads: int | None = 2
+) -> Callable[[Any, Any], tuple[float, None]]:
+    """NNCF ``validation_fn(compiled_model, samples) -> (mAP50-95, None)`` running edgedet's
+    preprocessing, decoder and NMS around the compiled model and scoring with edgedet.metrics."""
+    import openvino as ov
+
+    from edgedet.detector import Detector
+    from edgedet.metrics import evaluate
+
+    from .evaluate import IOU_THRESHOLD, MAP_SCORE_THRESHOLD
+
+    class _Compiled:  # the smallest runtime Detector accepts, around a compiled model
+        name = "openvino"
+
+        def __init__(self, compiled: Any) -> None:
+            from edgedet.runtimes.base import TensorSpec
+
+            self.compiled = compiled
+            self.inputs = tuple(
+                TensorSpec(
+                    p.get_any_name(),
+                    tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape()),
+                    __import__("numpy").float32,
+                )
+                for p in compiled.inputs
+            )
+            self.outputs = tuple(
+                TensorSpec(
+                    p.get_any_name(),
+                    tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape()),
+                    __import__("numpy").float32,
+                )
+                for p in compiled.outputs
+            )
+
+        def infer(self, feeds: Any) -> dict[str, Any]:
+            res = self.compiled(dict(feeds))
+            return {p.get_any_name(): res[p] for p in self.compiled.outputs}
+
+        def close(self) -> None:
+            pass
+
+    def validate(compiled: Any, samples: Any) -> tuple[float, None]:
+        if not isinstance(compiled, ov.CompiledModel):
+            compiled = ov.Core().compile_model(
+                compiled, "CPU", {"INFERENCE_NUM_THREADS": threads or 0}
+            )
+        det = Detector(
+            _Compiled(compiled),
+            meta,
+            score_threshold=MAP_SCORE_THRESHOLD,
+            iou_threshold=IOU_THRESHOLD,
+        )
+        samples = list(samples)
+        dets = {s.image_id: det(dataset.read_image(s)) for s in samples}
+        report = evaluate(dataset, dets, det.class_names, image_ids=[s.image_id for s in samples])
+        return float(report.map50_95), None
+
+    return validate
+
+
+def quantize_onnx_nncf(
+    model_path: str | Path,
+    source: CalibrationSource,
+    spec: CalibrationSpec,
+    out: str | Path,
+    meta: ModelMeta,
+) -> QuantizeResult:
+    """QDQ ONNX through NNCF's ONNX backend (ONNX node names in the ignored scope)."""
+    import onnx
+
+    from edgedet.meta import write_onnx_meta
+
+    nncf = _nncf()
+    out = Path(out)
+    model = onnx.load(str(model_path))
+    exclusion = resolve_exclusions(model, spec, meta.family)
+    try:
+        q = nncf.quantize(
+            model,
+            source.nncf_dataset(as_dict=True),
+            preset=_preset(nncf, spec),
+            subset_size=source.num_images,
+            ignored_scope=nncf.IgnoredScope(names=list(exclusion.names), validate=False),
+            advanced_parameters=advanced_parameters(spec),
+        )
+    except Exception as err:  # NNCF raises its own and ONNX Runtime's errors
+        raise CalibrationError(
+            f"NNCF (ONNX backend) quantization of {model_path} failed: {type(err).__name__}: {err}"
+        ) from err
+    work = Path(tempfile.mkdtemp(prefix=".edgedet-nncf-", dir=out.parent))
+    try:
+        onnx.save(q, str(work / "q.onnx"))
+        record = calibration_record(spec, source, exclusion, tool="nncf+onnx")
+        new_meta = meta.replace(precision="int8", calibration=record)
+        write_onnx_meta(work / "q.onnx", out, new_meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return QuantizeResult(out, new_meta, record, exclusion)

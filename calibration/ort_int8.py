@@ -1,0 +1,464 @@
+"""Compile a `CalibrationSpec` to ONNX Runtime static quantization: a QDQ ONNX model.
+
+Steps (all in a private temporary folder; only the finished model is renamed into place, so an
+interrupted run leaves no file that looks finished):
+
+1. ``quant_pre_process`` (symbolic + ONNX shape inference, basic graph optimisation) when it
+   succeeds; the original graph otherwise. A dynamic batch dimension is kept: calibration feeds
+   batches of the source's ``batch_size`` and the QDQ model keeps the symbolic batch.
+2. Unnamed nodes get names; the spec's exclusions (names, types, patterns, decode tail, head
+   convs) are resolved on *this* graph.
+3. Activation ranges: ``minmax`` / ``entropy`` / ``percentile`` through ORT's calibrators;
+   ``mse`` from ORT's histogram collector with edgedet's MSE-optimal clipping. The ranges are
+   cached (`onnxruntime.quantization` JSON cache) so several quantizations of one model (the
+   sensitivity analysis) calibrate once.
+4. ``quantize_static`` in QDQ format: int8 weights (per channel by default); uint8 asymmetric or
+   int8 symmetric activations.
+5. The edgedet meta (``precision="int8"`` and the calibration record) is written into the model.
+
+``extra_options`` (ONNX Runtime's CamelCase dict) is built here from typed fields only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedet.errors import CalibrationError, missing_extra
+from edgedet.meta import ModelMeta, write_onnx_meta
+
+from .source import CalibrationSource
+from .spec import CalibrationSpec, Exclusion, resolve_exclusions
+
+log = logging.getLogger("edgedet.calibration")
+
+#: QDQ with per-channel scales (DequantizeLinear ``axis``) needs this ONNX opset.
+MIN_OPSET = 13
+
+#: Histogram resolution for entropy / percentile / mse calibration (TensorRT uses 2048).
+HISTOGRAM_BINS = 2048
+
+
+def _ort_quant() -> Any:
+    try:
+        import onnxruntime.quantization as q
+    except ImportError as err:
+        raise missing_extra(
+            "onnxruntime", "calibrate", "INT8 calibration with ONNX Runtime"
+        ) from err
+    q.CalibrationDataReader.register(CalibrationSource)
+    return q
+
+
+def _method_enum(q: Any, method: str) -> Any:
+    return {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+        "mse": q.CalibrationMethod.MinMax,  # ranges computed by edgedet, stored as min/max
+    }[method]
+
+
+def extra_options(spec: CalibrationSpec) -> dict[str, Any]:
+    """ONNX Runtime ``extra_options`` from the spec's typed fields (the only place they exist)."""
+    opts: dict[str, Any] = {
+        "ActivationSymmetric": spec.symmetric_activations,
+        "WeightSymmetric": True,
+        # data-movement ops (MaxPool, Transpose...) are quantized only behind a quantized input
+        "ForceQuantizeNoInputCheck": False,
+        "CalibMovingAverage": False,
+    }
+    if spec.method == "percentile":
+        opts["CalibPercentile"] = spec.percentile
+    if spec.symmetric_activations:
+        opts["CalibTensorRangeSymmetric"] = True
+    return opts
+
+
+# -- MSE ranges ---------------------------------------------------------------------------------
+
+
+def mse_range(
+    hist: np.ndarray, edges: np.ndarray, lo: float, hi: float, levels: int = 256
+) -> tuple[float, float]:
+    """The clipping range [a, b] within [lo, hi] minimising the expected squared error of
+    uniform quantization with ``levels`` levels over a value histogram (bin centres weighted by
+    counts).
+
+    Both ends are searched on a 40 × 40 grid of fractions of the observed ends (so a one-sided
+    outlier shrinks only its side); zero stays inside the range.
+    """
+    centres = (edges[:-1] + edges[1:]) * 0.5
+    weights = hist.astype(np.float64)
+    keep = weights > 0
+    centres, weights = centres[keep].astype(np.float64), weights[keep]
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0 or len(centres) == 0:
+        return lo, hi
+    fractions = np.linspace(1.0, 0.025, 40)
+    highs = hi * fractions  # (40,)
+    best = (np.inf, lo, hi)
+    for a in lo * fractions:
+        scale = (highs - a) / (levels - 1)  # (40,)
+        scale = np.where(scale > 0, scale, 1e-12)
+        q = np.clip(np.round((centres[None, :] - a) / scale[:, None]), 0, levels - 1)
+        err = ((centres[None, :] - (q * scale[:, None] + a)) ** 2 * weights[None, :]).sum(axis=1)
+        k = int(np.argmin(err))
+        if err[k] < best[0]:
+            best = (float(err[k]), float(a), float(highs[k]))
+    return best[1], best[2]
+
+
+def _calibrate_mse(
+    q: Any,
+    model_path: Path,
+    source: CalibrationSource,
+    work: Path,
+    cache: Path,
+    spec: CalibrationSpec,
+) -> None:
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    calibrator = q.create_calibrator(
+        model_path,
+        None,
+        augmented_model_path=str(work / "augmented_mse.onnx"),
+        calibrate_method=q.CalibrationMethod.Entropy,
+        extra_options={"num_bins": HISTOGRAM_BINS, "symmetric": False},
+    )
+    _collect_chunked(calibrator, source)
+    ranges: dict[str, Any] = {}
+    for name, item in calibrator.collector.histogram_dict.items():
+        hist, edges, vmin, vmax = item[0], item[1], item[2], item[3]
+        a, b = mse_range(np.asarray(hist), np.asarray(edges), float(vmin), float(vmax))
+        if spec.symmetric_activations:
+            t = max(abs(a), abs(b))
+            a, b = -t, t
+        ranges[name] = TensorData(lowest=np.array(a, np.float32), highest=np.array(b, np.float32))
+    save_tensors_data(TensorsData(q.CalibrationMethod.MinMax, ranges), cache)
+
+
+class _Chunk:
+    """A reader serving ``first`` and then at most ``size - 1`` more batches of ``it``, so ORT's
+    histogram calibrators (which hold every intermediate tensor of every batch until the
+    reader is exhausted) merge into their histograms every few images instead of holding
+    gigabytes."""
+
+    def __init__(
+        self, first: dict[str, np.ndarray], it: Iterator[dict[str, np.ndarray]], size: int
+    ) -> None:
+        self.pending: dict[str, np.ndarray] | None = first
+        self.it = it
+        self.left = size
+        self.exhausted = False
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pending is not None:
+            item, self.pending = self.pending, None
+            self.left -= 1
+            return item
+        if self.left <= 0:
+            return None
+        nxt = next(self.it, None)
+        if nxt is None:
+            self.exhausted = True
+            return None
+        self.left -= 1
+        return nxt
+
+
+#: Batches per histogram-collection round (memory: every activation of this many images).
+CHUNK_BATCHES = 4
+
+
+def _collect_chunked(calibrator: Any, source: CalibrationSource) -> None:
+    source.rewind()
+    it = iter(source)
+    while True:
+        first = next(it, None)
+        if first is None:
+            break
+        chunk = _Chunk(first, it, CHUNK_BATCHES)
+        calibrator.collect_data(chunk)
+        if chunk.exhausted:
+            break
+
+
+# -- preparation --------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedModel:
+    """A float model ready for quantization (pre-processed, nodes named) in a work folder."""
+
+    path: Path
+    work: Path
+    preprocessed: bool
+    cache: Path
+    calibrated_with: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(model_path: str | Path, work: Path) -> PreparedModel:
+    """Shape inference + optimisation (``quant_pre_process``) and node naming, into ``work``."""
+    import onnx
+
+    from .tail import ensure_node_names
+
+    q = _ort_quant()
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src = Path(model_path)
+    pre = work / "pre.onnx"
+    notes: list[str] = []
+    original = onnx.load(str(src))
+    opset = next((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        # per-channel DequantizeLinear (its ``axis``) needs opset 13
+        from onnx import version_converter
+
+        try:
+            converted = version_converter.convert_version(original, MIN_OPSET)
+        except Exception as err:  # the converter raises RuntimeError / ValueError / C++ errors
+            raise CalibrationError(
+                f"{src} uses opset {opset}; INT8 QDQ needs opset >= {MIN_OPSET} and the ONNX "
+                f"version converter failed ({type(err).__name__}: {err}); re-export the model "
+                f"with opset {MIN_OPSET} or newer"
+            ) from err
+        src = work / "opset.onnx"
+        onnx.save(converted, str(src))
+        notes.append(f"converted from opset {opset} to {MIN_OPSET} for per-channel QDQ")
+    del original
+    preprocessed = False
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        preprocessed = True
+    except Exception as err:  # ORT raises plain Exception subclasses from several layers
+        notes.append(
+            f"quant_pre_process failed ({type(err).__name__}: {err}); used the graph as is"
+        )
+        log.warning("calibration: %s", notes[-1])
+        try:
+            quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
+            preprocessed = True
+        except Exception as err2:  # same: fall back to the plain graph
+            notes.append(f"shape-only pre-processing failed too ({type(err2).__name__})")
+            shutil.copyfile(src, pre)
+    model = onnx.load(str(pre))
+    if ensure_node_names(model):
+        onnx.save(model, str(pre))
+    del q
+    return PreparedModel(pre, work, preprocessed, work / "ranges.json", notes=notes)
+
+
+def calibrate_ranges(
+    prepared: PreparedModel, source: CalibrationSource, spec: CalibrationSpec
+) -> None:
+    """Run calibration once and store the activation ranges in ``prepared.cache``."""
+    q = _ort_quant()
+    if prepared.calibrated_with == _range_key(spec):
+        return
+    prepared.cache.unlink(missing_ok=True)
+    source.rewind()
+    if spec.method == "mse":
+        _calibrate_mse(q, prepared.path, source, prepared.work, prepared.cache, spec)
+    else:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        opts = extra_options(spec)
+        calib_opts: dict[str, Any] = {
+            "symmetric": bool(opts.get("CalibTensorRangeSymmetric", False))
+        }
+        if spec.method == "percentile":
+            calib_opts["percentile"] = spec.percentile
+            calib_opts["num_bins"] = HISTOGRAM_BINS
+        if spec.method == "entropy":
+            # ORT's default (128 bins, 128 quantized bins) can only return the full range
+            calib_opts["num_bins"] = HISTOGRAM_BINS
+            calib_opts["num_quantized_bins"] = 128
+        calibrator = q.create_calibrator(
+            prepared.path,
+            None,
+            augmented_model_path=str(prepared.work / "augmented.onnx"),
+            calibrate_method=_method_enum(q, spec.method),
+            extra_options=calib_opts,
+        )
+        _collect_chunked(calibrator, source)
+        save_tensors_data(calibrator.compute_data(), prepared.cache)
+        del calibrator
+    prepared.calibrated_with = _range_key(spec)
+
+
+def _range_key(spec: CalibrationSpec) -> str:
+    return f"{spec.method}:{spec.percentile}:{spec.symmetric_activations}"
+
+
+def quantize_prepared(
+    prepared: PreparedModel,
+    spec: CalibrationSpec,
+    out: Path,
+    *,
+    nodes_to_exclude: Sequence[str] = (),
+    nodes_to_quantize: Sequence[str] | None = None,
+) -> None:
+    """``quantize_static`` with the cached ranges (call `calibrate_ranges` first)."""
+    q = _ort_quant()
+    act = q.QuantType.QInt8 if spec.symmetric_activations else q.QuantType.QUInt8
+    with _quiet_ort():
+        q.quantize_static(
+            str(prepared.path),
+            str(out),
+            calibration_data_reader=None,
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=spec.per_channel,
+            reduce_range=spec.reduce_range,
+            activation_type=act,
+            weight_type=q.QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+            calibrate_method=_method_enum(q, spec.method),
+            extra_options=extra_options(spec),
+            calibration_cache_path=str(prepared.cache),
+        )
+
+
+@contextlib.contextmanager
+def _quiet_ort() -> Iterator[None]:
+    """ORT's quantizer logs a pre-processing hint at WARNING on every call; keep it at INFO."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        if level < logging.ERROR:
+            root.setLevel(logging.ERROR)
+        yield
+    finally:
+        root.setLevel(level)
+
+
+# -- the whole thing --------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizeResult:
+    """What `quantize_onnx` produced."""
+
+    path: Path
+    meta: ModelMeta
+    record: dict[str, Any]
+    exclusion: Exclusion
+
+
+def calibration_record(
+    spec: CalibrationSpec,
+    source: CalibrationSource,
+    exclusion: Exclusion,
+    *,
+    tool: str,
+    map_before: float | None = None,
+    map_after: float | None = None,
+    notes: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record stored in ``ModelMeta.calibration``."""
+    import edgedet
+
+    images = source.record()
+    record: dict[str, Any] = {
+        "method": spec.method,
+        "tool": tool,
+        "spec": spec.to_dict(),
+        "images": {k: images[k] for k in ("count", "requested", "images_sha256", "origin", "seed")},
+        "skipped_images": images["skipped"],
+        "warnings": [*images["warnings"], *notes],
+        "excluded_nodes": list(exclusion.names),
+        "excluded_summary": exclusion.summary(),
+        "map_before": map_before,
+        "map_after": map_after,
+        "edgedet_version": edgedet.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def quantize_onnx(
+    model_path: str | Path,
+    source: CalibrationSource,
+    spec: CalibrationSpec,
+    out: str | Path,
+    meta: ModelMeta,
+    *,
+    keep_float: Sequence[str] = (),
+    prepared: PreparedModel | None = None,
+    record_extra: Mapping[str, Any] | None = None,
+) -> QuantizeResult:
+    """Calibrate ``model_path`` on ``source`` and write a QDQ INT8 ONNX to ``out`` atomically.
+
+    ``meta`` is the float model's resolved meta (``Detector.meta``); the output carries it with
+    ``precision="int8"`` and the calibration record (``map_before`` / ``map_after`` are filled
+    in later by the caller that evaluates, see `update_record`). ``keep_float`` names extra
+    nodes to keep in float (sensitivity analysis).
+    """
+    import onnx
+
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise CalibrationError(f"ONNX Runtime INT8 output must be a .onnx file, got {out}")
+    own_work = prepared is None
+    work = Path(
+        tempfile.mkdtemp(prefix=".edgedet-calib-", dir=out.parent if out.parent.is_dir() else None)
+    )
+    try:
+        if prepared is None:
+            prepared = prepare(model_path, work)
+        model = onnx.load(str(prepared.path), load_external_data=False)
+        exclusion = resolve_exclusions(model, spec, meta.family, extra=keep_float)
+        try:
+            calibrate_ranges(prepared, source, spec)
+        except CalibrationError:
+            raise
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # ORT's session/run errors are not one type
+            raise CalibrationError(
+                f"calibration of {model_path} failed while running the images: {type(err).__name__}: {err}"
+            ) from err
+        tmp_q = work / "quantized.onnx"
+        quantize_prepared(prepared, spec, tmp_q, nodes_to_exclude=exclusion.names)
+        record = calibration_record(
+            spec, source, exclusion, tool="onnxruntime", notes=prepared.notes, extra=record_extra
+        )
+        new_meta = meta.replace(precision="int8", calibration=record)
+        write_onnx_meta(tmp_q, out, new_meta)  # atomic: temp file + rename
+        return QuantizeResult(out, new_meta, record, exclusion)
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.rmdir(work)
+
+
+def update_record(path: str | Path, **changes: Any) -> ModelMeta:
+    """Rewrite the calibration record of an INT8 ONNX model (e.g. measured mAP), atomically."""
+    from edgedet.meta import read_meta
+
+    meta = read_meta(path)
+    if meta is None or meta.calibration is None:
+        raise CalibrationError(f"{path} carries no edgedet calibration record")
+    record = dict(meta.calibration)
+    record.update(changes)
+    new = meta.replace(calibration=record)
+    write_onnx_meta(path, path, new)
+    return new

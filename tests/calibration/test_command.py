@@ -1,0 +1,79 @@
+"""``edgedet calibrate`` end to end on a tiny model, and its argument errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from edgedet.calibration.command import add_calibrate_arguments, run_calibrate, spec_from_args
+
+from edgedet.errors import InvalidInputError
+from edgedet.meta import read_meta
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_calibrate_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_calibrate_images_folder(tiny_model: Path, image_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "q.onnx"
+    args = _parse(
+        str(tiny_model),
+        "--images",
+        str(image_dir),
+        "--num",
+        "6",
+        "--method",
+        "minmax",
+        "--out",
+        str(out),
+        "--no-latency",
+    )
+    assert run_calibrate(args) == 0
+    meta = read_meta(out)
+    assert meta is not None and meta.precision == "int8" and meta.calibration is not None
+    assert meta.calibration["images"]["count"] == 6
+    report = json.loads((tmp_path / "q.calibration.json").read_text())
+    assert report["images"]["count"] == 6 and report["size_mb"]["int8"] > 0
+    md = (tmp_path / "q.calibration.md").read_text()
+    assert "method: minmax" in md and "broken.jpg" in md
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_exclude_parsing() -> None:
+    args = _parse(
+        "m.onnx",
+        "--exclude",
+        "Resize",
+        "--exclude",
+        "/model.22/Conv",
+        "--exclude",
+        "/^head/",
+        "--exclude",
+        "Conv_12",
+    )
+    spec = spec_from_args(args)
+    assert spec.exclude_types == ("Resize",)
+    assert spec.exclude_names == ("/model.22/Conv", "Conv_12")
+    assert spec.exclude_patterns == ("^head",)
+    assert spec_from_args(_parse("m.onnx", "--runtime", "tensorrt")).symmetric_activations
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.onnx", "--images", "x"], "model file not found: missing.onnx"),
+        (["{model}", "--max-map-drop", "1"], r"need --val DATA"),
+        (["{model}"], "calibration needs images: pass --images DIR or --data DATASET"),
+        (["sweep", "{model}", "--images", "x"], "calibrate sweep needs --val DATA"),
+        (["{model}", "{model}"], "calibrate takes one model"),
+    ],
+)
+def test_errors(tiny_model: Path, argv: list[str], message: str) -> None:
+    args = _parse(*[a.replace("{model}", str(tiny_model)) for a in argv])
+    with pytest.raises(InvalidInputError, match=message):
+        run_calibrate(args)
