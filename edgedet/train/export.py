@@ -1,0 +1,184 @@
+"""Export an `EdgeDet` to ONNX with its `ModelMeta`, and check ONNX Runtime against torch.
+
+The graph: input ``images [B, 3, H, W]`` float32 RGB 0..1 (centred letterbox, pad 114), output
+``output [B, N, 4 + nc]`` (xyxy in input pixels, sigmoid scores; see
+`edgedet.decoders.edgedet_family`). Nodes of the decode tail are named ``/decode/...``; the
+meta's ``options["decode_tail"]`` says so, for calibration to keep them in float.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgedet.errors import TrainingError
+from edgedet.meta import ModelMeta, write_onnx_meta
+
+from .models.net import EdgeDet, ExportModel
+from .trainer import load_checkpoint, model_from_checkpoint, sample_meta
+
+
+def export_onnx(
+    model: EdgeDet,
+    out: str | Path,
+    imgsz: int | tuple[int, int],
+    class_names: tuple[str, ...] | None = None,
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = False,
+    source: str = "edgedet train",
+    check: bool = True,
+) -> dict[str, Any]:
+    """Write ``out`` (atomically) and return ``{"path", "bytes", "max_abs_diff", "meta"}``.
+
+    ``max_abs_diff`` compares ONNX Runtime with torch on a random batch (boxes in pixels and
+    scores together); a difference above 1e-2 raises `TrainingError`.
+    """
+    hw = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+    names = tuple(
+        class_names or model.cfg.class_names or (f"class{i}" for i in range(model.cfg.num_classes))
+    )
+    wrapper = ExportModel(model.float().eval(), hw).eval()
+    x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
+    out = Path(out)
+    meta = sample_meta(names, hw[0], model.strides).replace(input_size=hw, source=source)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                (x,),
+                str(raw),
+                input_names=["images"],
+                output_names=["output"],
+                opset_version=opset,
+                dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}}
+                if dynamic_batch
+                else None,
+                dynamo=False,
+            )
+        meta = _set_version(meta)
+        write_onnx_meta(raw, out, meta)
+    diff = float("nan")
+    if check:
+        diff = parity(wrapper, out, hw)
+        if not diff < 1e-2:
+            raise TrainingError(
+                f"ONNX Runtime output differs from torch by {diff:.3g} (> 1e-2) for {out}"
+            )
+    return {"path": out, "bytes": out.stat().st_size, "max_abs_diff": diff, "meta": meta}
+
+
+def _set_version(meta: ModelMeta) -> ModelMeta:
+    try:
+        from importlib.metadata import version
+
+        v = version("edgedet")
+    except Exception:  # PackageNotFoundError when running from a source tree
+        v = ""
+    return meta.replace(edgedet_version=v)
+
+
+def parity(
+    wrapper: torch.nn.Module, onnx_path: str | Path, hw: tuple[int, int], batch: int = 2
+) -> float:
+    """Max abs difference between torch and ONNX Runtime outputs on random input."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    shape = sess.get_inputs()[0].shape
+    b = batch if not isinstance(shape[0], int) else shape[0]
+    x = torch.rand(b, 3, *hw, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = wrapper(x).numpy()
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.abs(ref - got).max())
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    imgsz: int | None = None,
+    opset: int = 17,
+    dynamic_batch: bool = False,
+    use_ema: bool = True,
+) -> dict[str, Any]:
+    """Export a checkpoint written by the trainer (EMA weights by default)."""
+    ck = load_checkpoint(ckpt)
+    model = model_from_checkpoint(ck, use_ema=use_ema)
+    size = imgsz or int(ck.get("train_config", {}).get("imgsz", 640))
+    if size % 32:
+        raise TrainingError(f"export size must be a multiple of 32, got {size}")
+    return export_onnx(
+        model, out, size, tuple(model.cfg.class_names), opset=opset, dynamic_batch=dynamic_batch,
+        source=f"edgedet train ({Path(ckpt).name}, epoch {ck.get('best_epoch', ck.get('epoch'))})",
+    )  # fmt: skip
+
+
+def evaluate_onnx(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    batch: int = 8,
+) -> dict[str, Any]:
+    """mAP of an exported edgedet model through ONNX Runtime, with edgedet's preprocessing, the
+    edgedet decoder and class-aware NMS (independent of the lead's `Detector`)."""
+    import onnxruntime as ort
+
+    from edgedet.boxes import nms
+    from edgedet.data import load_dataset
+    from edgedet.decoders.edgedet_family import make_edgedet_decoder
+    from edgedet.detections import Detections
+    from edgedet.meta import read_meta
+    from edgedet.metrics import evaluate
+    from edgedet.preprocess import Preprocessor
+
+    meta = read_meta(model_path)
+    if meta is None or meta.input_size is None:
+        raise TrainingError(f"{model_path} carries no edgedet meta")
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+    class _Spec:
+        def __init__(self, o: Any):
+            self.name = o.name
+            self.shape = tuple(d if isinstance(d, int) else None for d in o.shape)
+
+    dec = make_edgedet_decoder(meta, [_Spec(o) for o in sess.get_outputs()], meta.input_size)
+    pre = Preprocessor(meta, meta.input_size)
+    ds = load_dataset(data)
+    fixed = sess.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) else batch
+    preds = {}
+    for i in range(0, len(ds), step):
+        chunk = ds.samples[i : i + step]
+        x, lbs = pre([ds.read_image(s) for s in chunk])
+        outs = []
+        for j in range(0, len(chunk), step):
+            xb = x[j : j + step]
+            if isinstance(fixed, int) and xb.shape[0] != fixed:
+                xb = np.concatenate(
+                    [xb, np.zeros((fixed - xb.shape[0], *xb.shape[1:]), np.float32)]
+                )
+            outs.append(sess.run(["output"], {"images": xb})[0][: len(chunk)])
+        cands = dec({"output": np.concatenate(outs)}, score_threshold=conf, max_candidates=3000)
+        for s, c, lb in zip(chunk, cands, lbs):
+            keep = nms(c.xyxy, c.scores, iou, c.class_ids, max_det=300)
+            preds[s.image_id] = Detections(
+                lb.to_original(c.xyxy[keep]), c.scores[keep], c.class_ids[keep]
+            )
+    rep = evaluate(ds, preds, meta.class_names)
+    result: dict[str, Any] = {
+        "map50_95": float(rep.map50_95),
+        "map50": float(rep.map50),
+        "report": rep.to_dict(),
+    }
+    return result

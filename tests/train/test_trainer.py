@@ -1,0 +1,201 @@
+"""The trainer: a micro run writes checkpoints, resumes exactly, transfers to another class list,
+never leaves a half-written checkpoint; export matches torch through ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgedet.data.synthetic import generate  # noqa: E402
+from edgedet.errors import InvalidInputError, TrainingError  # noqa: E402
+from edgedet.train.augment import AugmentConfig  # noqa: E402
+from edgedet.train.trainer import (  # noqa: E402
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("synth") / "d", 16, seed=7, imgsz=(SIZE, SIZE))
+
+
+def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data=str(data), val="train", epochs=2, imgsz=SIZE, batch=4, out=str(out), warmup_steps=2,
+        save_every=1, threads=1, progress=False, augment=AugmentConfig(mosaic=0.5, mixup=0.2),
+        close_mosaic=1, seed=3,
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    Trainer(_cfg(tiny_data, out), log=_quiet).fit()
+    return out
+
+
+def test_micro_training_writes_checkpoints_and_curves(full_run: Path) -> None:
+    for name in ("last.pt", "best.pt", "results.csv", "results.png", "train_config.json"):
+        assert (full_run / name).is_file(), name
+    ck = load_checkpoint(full_run / "last.pt")
+    assert ck["epoch"] == 2 and ck["step_in_epoch"] == 0 and ck["global_step"] == 8
+    for key in ("model", "ema", "optimizer", "scheduler", "rng", "history", "train_config", "meta"):
+        assert key in ck
+    assert len(ck["history"]) == 2 and "map50" in ck["history"][-1]
+    rows = (full_run / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch") and len(rows) == 3
+    assert not list(full_run.glob("*.tmp"))
+
+
+def test_resume_after_a_kill_mid_epoch_gives_identical_weights(
+    tiny_data: Path, full_run: Path, tmp_path: Path
+) -> None:
+    # the "kill": stop after 6 of 8 steps (in epoch 2); last.pt was written at step 6
+    Trainer(_cfg(tiny_data, tmp_path), log=_quiet).fit(stop_after_steps=6)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"]) == (1, 2)
+    Trainer(_cfg(tiny_data, tmp_path, resume=True), log=_quiet).fit()
+    a = load_checkpoint(full_run / "last.pt")
+    b = load_checkpoint(tmp_path / "last.pt")
+    for part in ("model", "ema"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), f"{part}.{k} differs after resume"
+    assert a["history"][-1]["map50_95"] == b["history"][-1]["map50_95"]
+
+
+def test_resume_without_checkpoint_says_what_to_do(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match=r"--resume: no checkpoint at .*start without --resume"):
+        Trainer(_cfg(tiny_data, tmp_path, resume=True), log=_quiet).fit()
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model_cfg": {}, "model": {"w": torch.ones(3)}})
+
+    def crash(_fd: int) -> None:
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"model_cfg": {}, "model": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_unreadable_checkpoint_is_a_training_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable edgedet checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(TrainingError, match=r"checkpoint .* not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_transfer_to_another_class_list(tiny_data: Path, full_run: Path, tmp_path: Path) -> None:
+    # a dataset with 2 classes, one shared by name with the checkpoint
+    coco = json.loads((tiny_data / "annotations" / "instances.json").read_text())
+    coco["categories"] = [{"id": 1, "name": "car"}, {"id": 2, "name": "bus"}]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] in (1, 2)]
+    d2 = tmp_path / "two"
+    (d2 / "annotations").mkdir(parents=True)
+    (d2 / "annotations" / "instances.json").write_text(json.dumps(coco))
+    os.symlink(tiny_data / "images", d2 / "images")
+    logs: list[str] = []
+    tr = Trainer(
+        _cfg(d2, tmp_path / "run", epochs=1, from_ckpt=str(full_run / "best.pt")), log=logs.append
+    )
+    tr.fit()
+    assert tr.class_names == ("car", "bus")
+    assert tr.model.head.cls_pred[0].weight.shape[0] == 2
+    assert any("transfer from" in m and "re-initialised" in m for m in logs)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["model_cfg"]["class_names"] == ["car", "bus"]
+
+
+def test_bad_class_names_in_options(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"--class-weights names \['bus'\] not in the class list"
+    ):
+        Trainer(_cfg(tiny_data, tmp_path, class_weights={"bus": 2.0}), log=_quiet).fit()
+    with pytest.raises(InvalidInputError, match=r"--rare-classes names \['bus'\]"):
+        Trainer(_cfg(tiny_data, tmp_path, rare_classes=["bus"]), log=_quiet).fit()
+
+
+def test_rare_classes_class_weights_and_copy_paste_run(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = _cfg(
+        tiny_data, tmp_path, epochs=1, rare_classes=["cyclist", "sign"], class_weights={"cyclist": 3.0},
+        augment=AugmentConfig(copy_paste=1.0), multi_scale=0.25, accumulate=2,
+    )  # fmt: skip
+    tr = Trainer(cfg, log=_quiet)
+    tr.fit()
+    assert tr.repeat is not None and tr.repeat.max() == 3.0
+    assert tr.global_step >= 1
+
+
+def test_export_matches_torch_and_decodes(full_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from edgedet.decoders.edgedet_family import make_edgedet_decoder
+    from edgedet.meta import read_meta
+    from edgedet.train.export import evaluate_onnx, export_checkpoint
+
+    out = tmp_path / "m.onnx"
+    res = export_checkpoint(full_run / "best.pt", out, dynamic_batch=True)
+    assert res["max_abs_diff"] < 1e-3
+    meta = read_meta(out)
+    assert meta is not None and meta.family == "edgedet" and meta.input_size == (SIZE, SIZE)
+    assert meta.class_names[0] == "car" and meta.strides == (8, 16, 32)
+    import onnx
+
+    g = onnx.load(str(out)).graph
+    assert [o.name for o in g.output] == ["output"]
+    # no Split anywhere; Slice only on shape vectors (dynamic batch), never on activations
+    producers = {o: n.op_type for n in g.node for o in n.output}
+    assert not [n for n in g.node if n.op_type == "Split"]
+    assert all(producers.get(n.input[0]) == "Shape" for n in g.node if n.op_type == "Slice")
+
+    class Spec:
+        name = "output"
+        shape = (None, 84, 10)
+
+    dec = make_edgedet_decoder(meta, [Spec()], (SIZE, SIZE))
+    assert dec.num_classes == 6
+    rep = evaluate_onnx(out, _data_of(full_run))
+    assert 0.0 <= rep["map50"] <= 1.0
+
+
+def _data_of(run: Path) -> Path:
+    return Path(json.loads((run / "train_config.json").read_text())["data"])
+
+
+def test_openvino_matches_onnxruntime(full_run: Path, tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    ort = pytest.importorskip("onnxruntime")
+    from edgedet.train.export import export_checkpoint
+
+    out = tmp_path / "m.onnx"
+    export_checkpoint(full_run / "best.pt", out)
+    x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    ref = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"images": x}
+    )[0]
+    compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled({"images": x})[compiled.output(0)]
+    assert np.abs(ref - got).max() < 1e-3
