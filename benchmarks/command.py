@@ -184,6 +184,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests in flight for throughput (0: skip; default 4)",
     )
     m.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        help="run the sweep N times, rounds interleaved, and pool each configuration's "
+        "latency samples (steadier numbers on a shared machine; default 1)",
+    )
+    m.add_argument(
         "--cpus", default=None, metavar="0,1", help="pin each worker process to these CPUs"
     )
     m.add_argument(
@@ -194,11 +201,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output")
     o.add_argument(
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT}/)"
-    )
-    o.add_argument(
-        "--save-detections",
-        action="store_true",
-        help="write each configuration's accuracy-pass detections to DIR/detections/",
     )
     o.add_argument(
         "--save-detections",
@@ -333,7 +335,9 @@ def run_bench(args: argparse.Namespace) -> int:
             name = config.label().replace("/", "_")
             config.save_detections = str(det_dir / f"{i:03d}_{name}.json")
     t0 = time.perf_counter()
-    records = run_sweep(configs, args.out, progress=not args.no_progress)
+    records = run_sweep(
+        configs, args.out, progress=not args.no_progress, repeat=getattr(args, "repeat", 1)
+    )
     wall = time.perf_counter() - t0
     print_table(records)
     written = write_reports(records, args.out, plot=not args.no_plot)

@@ -68,6 +68,15 @@ class LatencyResult:
     rss_start_mb: float | None
     rss_end_mb: float | None
     samples_ns: dict[str, list[int]] = field(repr=False, default_factory=dict)
+    cpu_seconds: float | None = None  # CPU time of this process during the timed loop
+
+    @property
+    def cpu_cores_used(self) -> float | None:
+        """Average CPU cores this process kept busy while timed (CPU time / wall time). Far
+        below the thread count means the process waited for the CPU: a busy machine."""
+        if self.cpu_seconds is None or self.seconds <= 0:
+            return None
+        return self.cpu_seconds / self.seconds
 
     @property
     def fps_sequential(self) -> float:
@@ -126,6 +135,7 @@ def measure_latency(
     inf: list[int] = []
     post: list[int] = []
     e2e: list[int] = []
+    cpu_start = time.process_time()
     start = clock()
     min_ns = int(min_seconds * 1e9)
     max_ns = int(max_seconds * 1e9)
@@ -152,6 +162,7 @@ def measure_latency(
             stopped_by = "max_seconds"
             break
     seconds = (clock() - start) / 1e9
+    cpu_seconds = time.process_time() - cpu_start
     samples = {"e2e": e2e, "preprocess": pre, "infer": inf, "postprocess": post}
     return LatencyResult(
         stages={k: summarize_ns(v) for k, v in samples.items()},
@@ -163,6 +174,7 @@ def measure_latency(
         rss_start_mb=rss_start,
         rss_end_mb=rss_mb(),
         samples_ns=samples,
+        cpu_seconds=cpu_seconds,
     )
 
 

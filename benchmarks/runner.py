@@ -89,6 +89,7 @@ class BenchConfig:
     eval_backend: str = "faster-coco-eval"
     cross_check: bool = False  # also evaluate with pycocotools and record the difference
     save_detections: str | None = None  # write the accuracy-pass detections here (JSON)
+    keep_samples: bool = False  # put raw latency samples in the record (for pooling rounds)
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -421,13 +422,16 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
         record["latency_seconds"] = lat.seconds
         record["latency_stopped_by"] = lat.stopped_by
         record["fps_sequential"] = lat.fps_sequential
+        record["latency_cpu_cores_used"] = lat.cpu_cores_used
+        if config.keep_samples:
+            record["latency_samples_ns"] = lat.samples_ns
         record["rss_start_mb"] = lat.rss_start_mb
         record["rss_end_mb"] = lat.rss_end_mb
         if power.get("measured"):
             per = power["energy_total_j"] / max(1, lat.iterations * config.batch)
             power["energy_per_inference_mj"] = per * 1000.0
         record["power"] = power
-        record["warnings"] = list(power.get("warnings", []))
+        record["warnings"] = list(power.get("warnings", [])) + _busy_warnings(record)
 
         if config.throughput_requests > 0:
             tp = measure_throughput(
@@ -469,6 +473,20 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
         record["status"] = "ok"
     finally:
         det.close()
+
+
+def _busy_warnings(record: dict[str, Any]) -> list[str]:
+    """Say so when other processes competed for the CPU during the run."""
+    host = record.get("host") or {}
+    load = host.get("load_avg")
+    cores = host.get("cores_logical")
+    if isinstance(load, list) and load and isinstance(cores, int) and load[0] > cores:
+        return [
+            f"machine busy: load average {load[0]:.1f} on {cores} logical cores when this "
+            "configuration started; latencies include waiting for the CPU (use --repeat to "
+            "interleave rounds, or measure on a quiet machine)"
+        ]
+    return []
 
 
 def run_config(config: BenchConfig) -> dict[str, Any]:

@@ -145,32 +145,114 @@ def load_sweep_file(
     return expand(models, defaults)
 
 
+def combine_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One record from several rounds of the same configuration (``--repeat``).
+
+    Latency statistics are recomputed over the pooled samples of every round (each record must
+    carry ``latency_samples_ns``, which is dropped); ``latency_p50_rounds`` keeps each round's
+    p50. Load time and first inference are the median over rounds, peak RSS the maximum,
+    throughput the median. Accuracy comes from the first round; a round whose mAP differs adds
+    a warning (the same model on the same images should give the same detections). If any
+    round is not ``ok``, that round's record is returned (with ``rounds_ok`` saying how many
+    were).
+    """
+    import statistics
+
+    from .stats import summarize_ns
+
+    if not rounds:
+        raise InvalidInputError("combine_rounds needs at least one record")
+    bad = [r for r in rounds if r.get("status") != "ok"]
+    if bad:
+        rec = dict(bad[0])
+        rec.pop("latency_samples_ns", None)
+        rec["rounds"] = len(rounds)
+        rec["rounds_ok"] = len(rounds) - len(bad)
+        return rec
+    rec = dict(rounds[0])
+    if len(rounds) == 1:
+        rec.pop("latency_samples_ns", None)
+        return rec
+    pooled: dict[str, list[int]] = {}
+    for r in rounds:
+        samples = r.get("latency_samples_ns")
+        if not isinstance(samples, dict):
+            raise InvalidInputError(
+                "combine_rounds needs records with latency_samples_ns (BenchConfig.keep_samples)"
+            )
+        for stage, values in samples.items():
+            pooled.setdefault(stage, []).extend(values)
+    rec["latency_ms"] = {stage: summarize_ns(v) for stage, v in pooled.items()}
+    rec.pop("latency_samples_ns", None)
+    rec["rounds"] = len(rounds)
+    rec["latency_p50_rounds"] = [r["latency_ms"]["e2e"]["p50"] for r in rounds]
+    rec["latency_iterations"] = sum(int(r.get("latency_iterations") or 0) for r in rounds)
+    rec["latency_seconds"] = sum(float(r.get("latency_seconds") or 0.0) for r in rounds)
+    batch = int(rec.get("batch") or 1)
+    rec["fps_sequential"] = batch * 1000.0 / rec["latency_ms"]["e2e"]["mean"]
+    for key in ("load_s", "first_inference_ms", "throughput_fps", "latency_cpu_cores_used"):
+        values = [r[key] for r in rounds if isinstance(r.get(key), (int, float))]
+        rec[key] = statistics.median(values) if values else None
+    rss = [r["peak_rss_mb"] for r in rounds if isinstance(r.get("peak_rss_mb"), (int, float))]
+    rec["peak_rss_mb"] = max(rss) if rss else None
+    warnings: list[str] = []
+    for r in rounds:
+        warnings.extend(w for w in r.get("warnings") or [] if w not in warnings)
+    maps = {round(float(r["accuracy"]["map50_95"]), 9) for r in rounds if r.get("accuracy")}
+    if len(maps) > 1:
+        warnings.append(f"mAP50-95 differed between rounds: {sorted(maps)}")
+    rec["warnings"] = warnings
+    if isinstance(rec.get("method"), dict):
+        rec["method"] = {
+            **rec["method"],
+            "rounds": len(rounds),
+            "iterations": rec["latency_iterations"],
+            "process": "one process per configuration and round; rounds interleaved across "
+            "configurations; statistics over the pooled samples",
+        }
+    return rec
+
+
 def run_sweep(
     configs: Sequence[BenchConfig],
     out_dir: str | Path,
     *,
     progress: bool = True,
+    repeat: int = 1,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     runner: Callable[[BenchConfig], dict[str, Any]] = run_in_subprocess,
 ) -> list[dict[str, Any]]:
     """Run every configuration (each in its own process) and append its record to
-    ``out_dir/records.jsonl`` as soon as it finishes. The file is started afresh."""
+    ``out_dir/records.jsonl``; the file is started afresh.
+
+    ``repeat`` > 1 runs the whole sweep that many times, round after round, so every
+    configuration sees the same mix of machine load; each configuration's rounds are then
+    pooled by `combine_rounds` and its record written after the last round.
+    """
+    if repeat < 1:
+        raise InvalidInputError(f"repeat must be >= 1, got {repeat}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     write_records(records_path, [])
+    if repeat > 1:
+        configs = [dataclasses.replace(c, keep_samples=True) for c in configs]
+    per_config: list[list[dict[str, Any]]] = [[] for _ in configs]
     records: list[dict[str, Any]] = []
 
-    def one(config: BenchConfig) -> None:
-        rec = runner(config)
-        append_record(records_path, rec)
-        records.append(rec)
-        if on_record is not None:
-            on_record(rec)
+    def one(i: int, round_index: int) -> None:
+        per_config[i].append(runner(configs[i]))
+        if round_index == repeat - 1:
+            rec = combine_rounds(per_config[i])
+            append_record(records_path, rec)
+            records.append(rec)
+            if on_record is not None:
+                on_record(rec)
 
+    jobs = [(i, k) for k in range(repeat) for i in range(len(configs))]
     if not progress:
-        for config in configs:
-            one(config)
+        for i, k in jobs:
+            one(i, k)
         return records
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -181,9 +263,10 @@ def run_sweep(
         TimeElapsedColumn(),
         TextColumn("{task.description}"),
     ) as bar:
-        task = bar.add_task("", total=len(configs))
-        for config in configs:
-            bar.update(task, description=config.label())
-            one(config)
+        task = bar.add_task("", total=len(jobs))
+        for i, k in jobs:
+            label = configs[i].label() + (f" (round {k + 1}/{repeat})" if repeat > 1 else "")
+            bar.update(task, description=label)
+            one(i, k)
             bar.advance(task)
     return records

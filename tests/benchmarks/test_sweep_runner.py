@@ -161,3 +161,53 @@ def test_failures_are_recorded(models_dir: Path, datasets_dir: Path, tmp_path: P
         )
     )  # no family for a model without meta
     assert rec["status"] == "failed" and "carries no edgedet metadata" in rec["reason"]
+
+
+def test_worker_process_records_and_timeouts(tmp_path: Path) -> None:
+    from edgedet.benchmarks.runner import run_in_subprocess
+
+    config = BenchConfig(model=str(tmp_path / "none.onnx"), data=str(tmp_path), threads=1)
+    rec = run_in_subprocess(config)
+    assert rec["status"] == "failed" and "model file not found" in rec["reason"]
+    assert rec["worker"]["opencv_threads"] == 1 and rec["worker"]["pid"] > 0
+    rec = run_in_subprocess(config, timeout_s=0.01)
+    assert rec["status"] == "failed" and "did not finish within" in rec["reason"]
+
+
+def test_rounds_are_interleaved_and_pooled(tmp_path: Path) -> None:
+    from edgedet.benchmarks.sweep import combine_rounds
+
+    order: list[str] = []
+
+    def runner(config: BenchConfig) -> dict:
+        order.append(config.model)
+        k = order.count(config.model)  # round number, 1-based
+        samples = {s: [k * 1_000_000] * 10 for s in ("e2e", "preprocess", "infer", "postprocess")}
+        return {
+            "model": config.model,
+            "runtime": config.runtime,
+            "batch": 1,
+            "status": "ok",
+            "latency_ms": {"e2e": {"p50": float(k)}},
+            "latency_samples_ns": samples if config.keep_samples else None,
+            "latency_iterations": 10,
+            "load_s": float(k),
+            "peak_rss_mb": 100.0 + k,
+            "throughput_fps": None,
+            "accuracy": {"map50_95": 0.3},
+            "method": {"warmup": 1},
+        }
+
+    configs = expand(["a.onnx", "b.onnx"], {"data": "d"})
+    records = run_sweep(configs, tmp_path, progress=False, repeat=3, runner=runner)
+    assert order == ["a.onnx", "b.onnx"] * 3  # round after round, not config after config
+    a = records[0]
+    assert a["rounds"] == 3 and a["latency_p50_rounds"] == [1.0, 2.0, 3.0]
+    assert a["latency_ms"]["e2e"]["p50"] == pytest.approx(2.0)  # pooled 10+10+10 samples
+    assert a["latency_ms"]["e2e"]["min"] == 1.0 and a["latency_ms"]["e2e"]["max"] == 3.0
+    assert a["latency_iterations"] == 30 and a["load_s"] == 2.0 and a["peak_rss_mb"] == 103.0
+    assert "latency_samples_ns" not in a and a["method"]["rounds"] == 3
+    failed = combine_rounds([records[0], {"status": "failed", "reason": "boom"}])
+    assert failed["status"] == "failed" and failed["rounds_ok"] == 1
+    with pytest.raises(InvalidInputError, match="repeat must be >= 1"):
+        run_sweep(configs, tmp_path, progress=False, repeat=0, runner=runner)
