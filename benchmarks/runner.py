@@ -90,6 +90,7 @@ class BenchConfig:
     cross_check: bool = False  # also evaluate with pycocotools and record the difference
     save_detections: str | None = None  # write the accuracy-pass detections here (JSON)
     keep_samples: bool = False  # put raw latency samples in the record (for pooling rounds)
+    accuracy: bool = True  # run the accuracy pass (later --repeat rounds skip it)
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -319,6 +320,36 @@ def _evaluate(
     )
 
 
+def _accuracy(det: Any, dataset: Any, config: BenchConfig, record: dict[str, Any]) -> None:
+    """The accuracy pass: detections at score 0.001 over the dataset, then `evaluate`."""
+    dets, acc_s = _accuracy_pass(det, dataset, config)
+    record["accuracy_pass_s"] = acc_s
+    if config.save_detections:
+        from edgedet.meta import atomic_write_bytes
+
+        atomic_write_bytes(config.save_detections, json.dumps(_detections_to_json(dets)).encode())
+        record["detections_file"] = config.save_detections
+    report = _evaluate(det, dataset, dets, config, config.eval_backend)
+    record["accuracy"] = {**report.to_dict(), "backend": config.eval_backend}
+    if config.cross_check:
+        other = "pycocotools" if config.eval_backend != "pycocotools" else "faster-coco-eval"
+        check = _evaluate(det, dataset, dets, config, other)
+        keys = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large")
+        diffs = [
+            abs(getattr(report, k) - getattr(check, k))
+            for k in keys
+            if getattr(report, k) is not None
+            and getattr(check, k) is not None
+            and np.isfinite(getattr(report, k))
+            and np.isfinite(getattr(check, k))
+        ]
+        record["accuracy_check"] = {
+            "backend": other,
+            **{k: getattr(check, k) for k in keys},
+            "max_abs_diff": max(diffs) if diffs else None,
+        }
+
+
 def _run(config: BenchConfig, record: dict[str, Any]) -> None:
     from edgedet.data import load_dataset
     from edgedet.meta import read_meta
@@ -373,34 +404,10 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
         det.predict_batch([first] * config.batch, batch_size=config.batch)
         record["first_inference_ms"] = (time.perf_counter_ns() - t0) / 1e6
 
-        dets, acc_s = _accuracy_pass(det, dataset, config)
-        record["accuracy_pass_s"] = acc_s
-        if config.save_detections:
-            from edgedet.meta import atomic_write_bytes
-
-            atomic_write_bytes(
-                config.save_detections, json.dumps(_detections_to_json(dets)).encode()
-            )
-            record["detections_file"] = config.save_detections
-        report = _evaluate(det, dataset, dets, config, config.eval_backend)
-        record["accuracy"] = {**report.to_dict(), "backend": config.eval_backend}
-        if config.cross_check:
-            other = "pycocotools" if config.eval_backend != "pycocotools" else "faster-coco-eval"
-            check = _evaluate(det, dataset, dets, config, other)
-            keys = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large")
-            diffs = [
-                abs(getattr(report, k) - getattr(check, k))
-                for k in keys
-                if getattr(report, k) is not None
-                and getattr(check, k) is not None
-                and np.isfinite(getattr(report, k))
-                and np.isfinite(getattr(check, k))
-            ]
-            record["accuracy_check"] = {
-                "backend": other,
-                **{k: getattr(check, k) for k in keys},
-                "max_abs_diff": max(diffs) if diffs else None,
-            }
+        if config.accuracy:
+            _accuracy(det, dataset, config, record)
+        else:
+            record["accuracy_reason"] = "accuracy pass not run (a later --repeat round)"
 
         det.score_threshold = config.deploy_threshold
         det.multi_label = False

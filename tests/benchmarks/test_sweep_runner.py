@@ -178,9 +178,11 @@ def test_rounds_are_interleaved_and_pooled(tmp_path: Path) -> None:
     from edgedet.benchmarks.sweep import combine_rounds
 
     order: list[str] = []
+    accuracy_runs: list[bool] = []
 
     def runner(config: BenchConfig) -> dict:
         order.append(config.model)
+        accuracy_runs.append(config.accuracy)
         k = order.count(config.model)  # round number, 1-based
         samples = {s: [k * 1_000_000] * 10 for s in ("e2e", "preprocess", "infer", "postprocess")}
         return {
@@ -201,6 +203,7 @@ def test_rounds_are_interleaved_and_pooled(tmp_path: Path) -> None:
     configs = expand(["a.onnx", "b.onnx"], {"data": "d"})
     records = run_sweep(configs, tmp_path, progress=False, repeat=3, runner=runner)
     assert order == ["a.onnx", "b.onnx"] * 3  # round after round, not config after config
+    assert accuracy_runs == [True, True] + [False] * 4  # accuracy only in the first round
     a = records[0]
     assert a["rounds"] == 3 and a["latency_p50_rounds"] == [1.0, 2.0, 3.0]
     assert a["latency_ms"]["e2e"]["p50"] == pytest.approx(2.0)  # pooled 10+10+10 samples
