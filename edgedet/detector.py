@@ -435,6 +435,21 @@ def resolve_meta(
     return meta.replace(**changes) if changes else meta
 
 
+def _check_runtime_options(name: str, cls: type, opts: Mapping[str, Any]) -> None:
+    """Refuse options a runtime does not take, listing those it does (before constructing it)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(opts) - set(accepted))
+    if unknown:
+        raise InvalidInputError(
+            f"runtime '{name}' does not accept option(s) {unknown}; it accepts {accepted}"
+        )
+
+
 def load(
     model: str | Path | Any,
     runtime: str | Sequence[str] = "auto",
@@ -489,6 +504,7 @@ def load(
                 and resolved.precision in ("fp16", "bf16")
             ):
                 opts["precision"] = resolved.precision
+            _check_runtime_options(name, cls, opts)
             rt = cls(model, device=device, **opts)
         except RuntimeUnavailableError as err:
             if i == len(names) - 1:
@@ -497,10 +513,6 @@ def load(
                 raise
             errors.append(str(err))
             continue
-        except TypeError as err:
-            raise InvalidInputError(
-                f"runtime '{name}' does not accept these options: {err}"
-            ) from err
         if errors:
             log.warning("runtime fallback: using '%s' (%s)", name, "; ".join(errors))
         else:

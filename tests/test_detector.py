@@ -282,3 +282,10 @@ def test_real_models_agree_across_runtimes(
         total += len(a)
     assert total > 0
     assert "person" in ort.class_names
+
+
+def test_unknown_runtime_option(tiny: Path) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"does not accept option\(s\) \['treads'\].*'threads'"
+    ):
+        edgedet.load(tiny, runtime_options={"treads": 2})
