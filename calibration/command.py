@@ -44,7 +44,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", help="class names for models without meta: coco, a file, or a,b,c")
     p.add_argument("--val", help="labelled validation dataset: mAP before/after, budgets")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--val-names", help="class names of --val when it has none (YOLO: coco)")
     p.add_argument("--symmetric", action="store_true", help="symmetric int8 activations")
+    p.add_argument(
+        "--scope",
+        choices=("conv_inputs", "all"),
+        default="conv_inputs",
+        help="quantize conv inputs+weights only (default, accurate) or every op ORT can (faster on ORT)",
+    )
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales")
     p.add_argument(
         "--exclude",
@@ -126,7 +133,7 @@ def spec_from_args(args: argparse.Namespace, **overrides: Any) -> CalibrationSpe
             types.append(item)
         else:
             names.append(item)
-    method = getattr(args, "method", None) or "mse"
+    method = getattr(args, "method", None) or CalibrationSpec.method
     safety = tuple(s.strip() for s in getattr(args, "safety_classes", "").split(",") if s.strip())
     kwargs: dict[str, Any] = {
         "method": method,
@@ -140,6 +147,7 @@ def spec_from_args(args: argparse.Namespace, **overrides: Any) -> CalibrationSpe
         "exclude_patterns": tuple(patterns),
         "keep_decode_tail_float": not args.quantize_decode_tail,
         "head_convs": args.head_convs,
+        "scope": args.scope,
         "max_map_drop": getattr(args, "max_map_drop", None),
         "max_class_drop": getattr(args, "max_class_drop", None),
         "safety_classes": safety if getattr(args, "max_class_drop", None) is not None else (),
@@ -412,21 +420,24 @@ def _mixed(
     safety: Sequence[str],
     task: Any,
 ) -> tuple[Any, Any, bool, dict[str, Any]]:
+    from .evaluate import load_dataset
     from .sensitivity import layer_sensitivity, mixed_precision
 
+    val = load_dataset(args.val, class_names=getattr(args, "val_names", None))
     sens = layer_sensitivity(
         model,
         source,
         spec,
         det.meta,
-        args.val,
+        val,
         metric=args.sensitivity,
         threads=args.threads,
         progress=task("layer sensitivity"),
     )
     sens.plot(_report_path(out, ".sensitivity.png"))
-    atomic = _report_path(out, ".sensitivity.md")
-    atomic.write_text(sens.to_markdown())
+    from edgedet.meta import atomic_write_bytes
+
+    atomic_write_bytes(_report_path(out, ".sensitivity.md"), sens.to_markdown().encode())
 
     def evaluate(path: Path) -> Any:
         return _score(path, args, args.runtime, latency=False, safety=safety)
@@ -436,7 +447,7 @@ def _mixed(
         source,
         spec,
         det.meta,
-        args.val,
+        val,
         out,
         sens.ranking(),
         before=before,
@@ -449,7 +460,8 @@ def _mixed(
     from .spec import Exclusion
 
     meta = read_meta(res.path)
-    assert meta is not None and meta.calibration is not None
+    if meta is None or meta.calibration is None:  # pragma: no cover - written just above
+        raise CalibrationError(f"{res.path} lost its calibration record")
     exclusion = Exclusion(tuple(meta.calibration["excluded_nodes"]), {}, None)
     mixed = {
         "kept_float": res.kept_float,

@@ -80,11 +80,12 @@ def load_for_eval(
     )
 
 
-def load_dataset(data: Any) -> Any:
+def load_dataset(data: Any, class_names: Any = None) -> Any:
+    """A `DetectionDataset` from a path (``class_names`` for YOLO folders without names)."""
     if isinstance(data, (str, Path)):
         from edgedet.data import load_dataset as _load
 
-        return _load(data)
+        return _load(data, class_names=class_names) if class_names else _load(data)
     return data
 
 

@@ -96,6 +96,8 @@ def onnx_to_ov_names(ov_model: Any, onnx_model: Any, names: Sequence[str]) -> li
                 wanted[out] = node.name
     found: list[str] = []
     for op in ov_model.get_ops():
+        if op.get_type_name() in ("Result", "Parameter", "Constant"):
+            continue
         for output in op.outputs():
             if any(t in wanted for t in output.get_names()):
                 found.append(op.get_friendly_name())

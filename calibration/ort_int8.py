@@ -82,7 +82,13 @@ def extra_options(spec: CalibrationSpec) -> dict[str, Any]:
         opts["CalibPercentile"] = spec.percentile
     if spec.symmetric_activations:
         opts["CalibTensorRangeSymmetric"] = True
+    if spec.scope == "conv_inputs":
+        opts["OpTypesToExcludeOutputQuantization"] = list(SCOPE_OPS)
     return opts
+
+
+#: ``scope="conv_inputs"``: the op types quantized (inputs and weights only).
+SCOPE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 # -- MSE ranges ---------------------------------------------------------------------------------
@@ -326,6 +332,7 @@ def quantize_prepared(
             weight_type=q.QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude),
             nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+            op_types_to_quantize=list(SCOPE_OPS) if spec.scope == "conv_inputs" else None,
             calibrate_method=_method_enum(q, spec.method),
             extra_options=extra_options(spec),
             calibration_cache_path=str(prepared.cache),

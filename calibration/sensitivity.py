@@ -193,9 +193,9 @@ def fake_quantize_layer(
         new_w = f"{node.input[1]}_sens_fq"
         g.initializer.append(numpy_helper.from_array(wq, new_w))
         node.input[1] = new_w
-    # output activation
+    # output activation (only when the spec re-quantizes outputs)
     out = node.output[0]
-    if out in ranges:
+    if out in ranges and spec.scope == "all":
         renamed = f"{out}_sens_pre"
         node.output[0] = renamed
         o_scale, zp, etype = _qparams(*ranges[out], spec.symmetric_activations)
@@ -372,6 +372,7 @@ def mixed_precision(
     before: Score,
     evaluate: Callable[[Path], Score],
     steps: Sequence[int] = (0, 1, 2, 4, 8, 16, 32),
+    prepared: PreparedModel | None = None,
 ) -> MixedPrecisionResult:
     """Keep the first k of ``ranking`` in float for k in ``steps`` until the budget holds.
 
@@ -382,7 +383,8 @@ def mixed_precision(
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix=".edgedet-mixed-", dir=out.parent))
     try:
-        prepared = prepare(model_path, work)
+        if prepared is None:
+            prepared = prepare(model_path, work)
         tries: list[dict[str, Any]] = []
         best: tuple[Path, list[str], Score, bool] | None = None
         for k in steps:

@@ -23,6 +23,7 @@ from .tail import COMPUTE_OPS, DecodeTail, ensure_node_names, find_decode_tail
 
 METHODS = ("minmax", "entropy", "percentile", "mse")
 HEAD_CONV_POLICIES = ("auto", "quantize", "float")
+SCOPES = ("conv_inputs", "all")
 
 #: ``head_convs="auto"``: families whose head prediction convs stay in float, and why.
 #: NanoDet's GFL head predicts class logits and box distributions with ONE conv per level (split
@@ -50,6 +51,13 @@ class CalibrationSpec:
         symmetric_activations: int8 activations with zero point 0 (TensorRT needs this); else
             asymmetric uint8.
         reduce_range: 7-bit weights (for x86 CPUs without VNNI, against int16 saturation).
+        scope: what gets quantized. ``conv_inputs`` (default): the inputs and weights of
+            compute layers (Conv, ConvTranspose, Gemm, MatMul) only; their outputs and every
+            activation / elementwise / data-movement op between them stay float, as TensorRT's
+            explicit quantization and NNCF do. ``all``: ONNX Runtime's default, every op it can
+            quantize, outputs re-quantized (Sigmoid, Mul, Add, Concat, Resize...): ORT fuses
+            Conv into QLinearConv and runs faster, but SiLU networks (YOLOX, YOLOv8) lose much
+            more accuracy (calibration/README.md).
         exclude_names / exclude_types / exclude_patterns: layers kept in float by node name, op
             type, or regular expression on the node name (``re.search``).
         keep_decode_tail_float: keep the decode tail in float (see `edgedet.calibration.tail`).
@@ -61,13 +69,14 @@ class CalibrationSpec:
         safety_classes: class names whose AP ``max_class_drop`` guards.
     """
 
-    method: str = "minmax"
+    method: str = "mse"
     percentile: float = 99.999
     num_images: int = 300
     seed: int | None = 0
     per_channel: bool = True
     symmetric_activations: bool = False
     reduce_range: bool = False
+    scope: str = "conv_inputs"
     exclude_names: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = ()
     exclude_patterns: tuple[str, ...] = ()
@@ -101,6 +110,8 @@ class CalibrationSpec:
                 f"num_images must be a positive int, got {self.num_images!r}; a few hundred "
                 "images is typical"
             )
+        if self.scope not in SCOPES:
+            raise InvalidInputError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.head_convs not in HEAD_CONV_POLICIES:
             raise InvalidInputError(
                 f"head_convs must be one of {HEAD_CONV_POLICIES}, got {self.head_convs!r}"

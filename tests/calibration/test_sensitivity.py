@@ -23,7 +23,10 @@ def test_fake_quantize_one_layer(tiny_model: Path, tmp_path: Path) -> None:
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
     conv.name = conv.name or "conv0"
     ranges = {"images": (0.0, 1.0), conv.output[0]: (-3.0, 3.0)}
-    fq = fake_quantize_layer(model, conv.name, ranges, CalibrationSpec())
+    inputs_only = fake_quantize_layer(model, conv.name, ranges, CalibrationSpec())
+    ops = [n.op_type for n in inputs_only.graph.node]
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1
+    fq = fake_quantize_layer(model, conv.name, ranges, CalibrationSpec(scope="all"))
     onnx.checker.check_model(fq)
     ops = [n.op_type for n in fq.graph.node]
     assert ops.count("QuantizeLinear") == 2 and ops.count("DequantizeLinear") == 2

@@ -11,7 +11,12 @@ from edgedet.errors import InvalidInputError
 
 def test_defaults() -> None:
     spec = CalibrationSpec()
-    assert spec.method == "minmax" and spec.per_channel and spec.keep_decode_tail_float
+    assert (
+        spec.method == "mse"
+        and spec.per_channel
+        and spec.scope == "conv_inputs"
+        and spec.keep_decode_tail_float
+    )
     assert spec.num_images == 300
     assert CalibrationSpec(method="MSE").method == "mse"
 
@@ -28,6 +33,10 @@ def test_defaults() -> None:
         ({"num_images": 0}, r"num_images must be a positive int, got 0"),
         ({"num_images": True}, r"num_images must be a positive int"),
         ({"head_convs": "maybe"}, r"head_convs must be one of"),
+        (
+            {"scope": "everything"},
+            r"scope must be one of \('conv_inputs', 'all'\), got 'everything'",
+        ),
         (
             {"exclude_names": "Conv_1"},
             r"exclude_names must be a sequence of strings, got the string 'Conv_1'",

@@ -1,0 +1,64 @@
+"""NNCF for OpenVINO on a tiny model: INT8 IR written atomically with its sidecar meta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgedet.calibration.nncf_int8 import onnx_to_ov_names, quantize_openvino
+from edgedet.calibration.source import CalibrationSource
+from edgedet.calibration.spec import CalibrationSpec
+
+import edgedet
+from edgedet.errors import CalibrationError
+from edgedet.meta import read_meta
+
+pytest.importorskip("nncf")
+ov = pytest.importorskip("openvino")
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "mse"])
+def test_openvino_ir(
+    tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: Path, method: str
+) -> None:
+    src = CalibrationSource(tiny_detector, images=image_dir, num=6)
+    out = tmp_path / "ir" / "tiny_int8.xml"
+    res = quantize_openvino(
+        tiny_model, src, CalibrationSpec(method=method), out, tiny_detector.meta
+    )
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "tiny_int8.bin",
+        "tiny_int8.edgedet.json",
+        "tiny_int8.xml",
+    ]
+    meta = read_meta(out)
+    assert meta is not None and meta.precision == "int8" and meta.calibration is not None
+    assert meta.calibration["tool"] == "nncf+openvino" and meta.calibration["images"]["count"] == 6
+    assert res.exclusion.summary()["decode tail"] == 3
+    det = edgedet.load(out)
+    assert det.runtime_name == "openvino"
+    det(np.full((32, 32, 3), 90, np.uint8))
+    det.close()
+    xml = out.read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml
+
+
+def test_tail_names_map_to_openvino(tiny_model: Path) -> None:
+    import onnx
+    from edgedet.calibration.tail import ensure_node_names, find_decode_tail
+
+    model = onnx.load(str(tiny_model))
+    ensure_node_names(model)
+    tail = find_decode_tail(model)
+    names = onnx_to_ov_names(ov.Core().read_model(str(tiny_model)), model, tail.nodes)
+    assert len(names) == 3
+
+
+def test_ir_suffix(tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: Path) -> None:
+    src = CalibrationSource(tiny_detector, images=image_dir, num=2)
+    with pytest.raises(CalibrationError, match=r"must be an \.xml file"):
+        quantize_openvino(
+            tiny_model, src, CalibrationSpec(), tmp_path / "m.onnx", tiny_detector.meta
+        )
