@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import end2end, nanodet, yolov5, yolov8, yolox
+from . import edgedet_family, end2end, nanodet, yolov5, yolov8, yolox
 from .base import (
     Candidates,
     Decoder,
@@ -19,16 +19,9 @@ from .base import (
     register_family,
 )
 
-for _module in (yolov8, yolov5, yolox, nanodet, end2end):
+for _module in (yolov8, yolov5, yolox, nanodet, end2end, edgedet_family):
     register_family(_module.FAMILY)
 register_family(dataclasses.replace(yolov8.FAMILY, name="yolo11"))
-
-try:  # edgedet's own family lives beside the trainer's model definition (no torch needed)
-    from . import edgedet_family
-
-    register_family(edgedet_family.FAMILY)
-except ImportError:  # pragma: no cover - only while the module is being written
-    pass
 
 __all__ = [
     "Candidates",
