@@ -115,7 +115,9 @@ def _iter_sources(source: str) -> tuple[str, list[Path] | int | str | Path]:
     if not path.exists():
         import glob
 
-        matches = sorted(Path(m) for m in glob.glob(source)) if any(c in source for c in "*?[") else []
+        matches = (
+            sorted(Path(m) for m in glob.glob(source)) if any(c in source for c in "*?[") else []
+        )
         if matches:
             return "images", [m for m in matches if m.suffix.lower() in IMAGE_SUFFIXES]
         raise InvalidInputError(f"source not found: {source}")
@@ -425,6 +427,24 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
         "add_train_arguments",
         "run_train",
         "train an edgedet detector (needs the train extra)",
+    ),
+    "prune": (
+        "edgedet.train.compress_command",
+        "add_prune_arguments",
+        "run_prune",
+        "structured channel pruning with recovery (needs the train extra)",
+    ),
+    "distill": (
+        "edgedet.train.compress_command",
+        "add_distill_arguments",
+        "run_distill",
+        "label-free distillation from a float teacher (train extra)",
+    ),
+    "qat": (
+        "edgedet.train.compress_command",
+        "add_qat_arguments",
+        "run_qat",
+        "quantization-aware training to a QDQ INT8 model (train extra)",
     ),
     "export": (
         "edgedet.train.command",
