@@ -113,11 +113,15 @@ def test_yolox_nano_8_images(models_dir: Path, datasets_dir: Path, tmp_path: Pat
         model, src, CalibrationSpec(method="percentile", num_images=8), out, det.meta
     )
     assert res.exclusion.summary()["decode tail"] == 14
-    img = src.load_image(src.entries[0])
-    ref = det(img)
+    feeds, _ = det.preprocess([src.load_image(src.entries[0])])
+    ref = next(iter(det.infer(feeds).values()))
     for runtime in ("onnxruntime", "openvino"):
         q = edgedet.load(out, runtime=runtime, runtime_options={"threads": 2})
         assert q.meta.family == "yolox" and q.meta.precision == "int8"
-        assert len(q(img)) > 0 and len(ref) > 0
+        got = next(iter(q.infer(feeds).values()))
+        assert got.shape == ref.shape and np.isfinite(got).all()
+        if runtime == "onnxruntime":  # objectness of the INT8 model follows the float model's
+            assert np.corrcoef(ref[..., 4].ravel(), got[..., 4].ravel())[0, 1] > 0.7
+        assert q.meta.calibration is not None and q.meta.calibration["images"]["count"] == 8
         q.close()
     det.close()
