@@ -155,6 +155,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="let a box count for several classes in the accuracy pass",
     )
     g.add_argument(
+        "--iou",
+        type=float,
+        default=0.45,
+        help="NMS IoU threshold in both passes (default 0.45; Ultralytics' validator uses 0.7)",
+    )
+    g.add_argument(
+        "--conf",
+        type=float,
+        default=0.25,
+        help="deployment score threshold: latency pass, precision / recall / F1 (default 0.25)",
+    )
+    g.add_argument(
         "--sweep", default=None, metavar="FILE.yaml", help="YAML sweep file with per-model settings"
     )
     m = parser.add_argument_group("method")
@@ -277,6 +289,8 @@ def _configs(args: argparse.Namespace) -> list[Any]:
         if args.safety_classes
         else None,
         "multi_label": args.multi_label,
+        "iou_threshold": args.iou,
+        "deploy_threshold": args.conf,
         "warmup": args.warmup,
         "min_iterations": args.min_iterations,
         "min_seconds": args.min_seconds,

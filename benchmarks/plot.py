@@ -103,13 +103,15 @@ def plot_frontier(
     placed: list[tuple[float, float]] = []
     for i, (r, (x, y)) in enumerate(zip(recs, pts)):
         # Stack labels of points that sit close together instead of printing them on top.
-        near = sum(abs(x - px) < 0.08 * dx and abs(y - py) < 0.04 * dy for px, py in placed)
+        near = sum(abs(x - px) < 0.3 * dx and abs(y - py) < 0.04 * dy for px, py in placed)
         placed.append((x, y))
+        right_half = x > min(xs) + 0.5 * dx  # labels point inwards so they stay on the plot
         ax.annotate(
             point_label(r, with_host) + f" ({r.get('runtime')})",
             (x, y),
             textcoords="offset points",
-            xytext=(5, 4 - 11 * near),
+            xytext=(-5 if right_half else 5, 4 - 11 * near),
+            ha="right" if right_half else "left",
             fontsize=7,
             fontweight="bold" if i in front else "normal",
         )
