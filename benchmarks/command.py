@@ -99,11 +99,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--family",
+        action="append",
         default=None,
-        help="decoder family for models WITHOUT edgedet meta (yolox, nanodet, yolov8...)",
+        help="decoder family for models WITHOUT edgedet meta (yolox, nanodet, yolov8...): once "
+        "for all of them, or once per such model, in --model order",
     )
     g.add_argument(
-        "--names", default=None, help="class names for models without meta ('coco' or a file)"
+        "--names",
+        action="append",
+        default=None,
+        help="class names for models without meta ('coco' or a file); once or once per model "
+        "without meta, like --family",
     )
     g.add_argument(
         "--imgsz",
@@ -281,8 +287,8 @@ def _configs(args: argparse.Namespace) -> list[Any]:
         "batch": args.batch or [1],
         "threads": args.threads,
         "device": args.device,
-        "family": args.family,
-        "names": args.names,
+        "family": None,
+        "names": None,
         "images": args.images,
         "aliases": dict(args.alias) if args.alias else None,
         "safety_classes": [s.strip() for s in args.safety_classes.split(",") if s.strip()]
@@ -305,8 +311,47 @@ def _configs(args: argparse.Namespace) -> list[Any]:
         given = {k: v for k, v in defaults.items() if v not in (None, [None], False)}
         if args.model:
             raise EdgedetError("pass models either with --model or in the --sweep file, not both")
+        for key in ("family", "names"):
+            values = getattr(args, key) or []
+            if len(values) > 1:
+                raise EdgedetError(
+                    f"with --sweep, give --{key} once (a default) or per model in the file"
+                )
+            if values:
+                given[key] = values[0]
         return load_sweep_file(args.sweep, given)
-    return expand(list(args.model), defaults)
+    return expand(per_model_settings(list(args.model), args.family, args.names), defaults)
+
+
+def per_model_settings(
+    models: list[str], families: list[str] | None, names: list[str] | None
+) -> list[dict[str, Any]]:
+    """Pair ``--family`` / ``--names`` with the models that carry no meta.
+
+    One value applies to every model without meta; several must be one per such model, in
+    ``--model`` order (models with meta use their own and take none).
+    """
+    from .sweep import has_meta
+
+    bare = [m for m in models if not has_meta(m)]
+    entries: list[dict[str, Any]] = [{"model": m} for m in models]
+    for key, values in (("family", families), ("names", names)):
+        if not values:
+            continue
+        if len(values) == 1:
+            assigned = dict.fromkeys(bare, values[0])
+        elif len(values) == len(bare):
+            assigned = dict(zip(bare, values))
+        else:
+            raise EdgedetError(
+                f"{len(values)} --{key} values for {len(bare)} model(s) without edgedet meta "
+                f"({', '.join(Path(m).name for m in bare) or 'none'}); give one --{key} for all "
+                "of them or one per model, in --model order"
+            )
+        for entry in entries:
+            if entry["model"] in assigned:
+                entry[key] = assigned[entry["model"]]
+    return entries
 
 
 def run_bench(args: argparse.Namespace) -> int:

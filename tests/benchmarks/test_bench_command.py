@@ -112,3 +112,22 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         _run("--alias", "person")
     assert "--alias takes MODEL_CLASS=DATASET_CLASS" in capsys.readouterr().err
+
+
+@pytest.mark.testdata
+def test_family_per_model_without_meta(models_dir: Path) -> None:
+    from edgedet.benchmarks.command import per_model_settings
+
+    from edgedet.errors import EdgedetError
+
+    yolox = str(models_dir / "yolox_nano_416.onnx")
+    nanodet = str(models_dir / "nanodet_m_320.onnx")
+    v8 = str(models_dir / "yolov8n_dequant_fp32_640.onnx")  # carries meta: takes no --family
+    entries = per_model_settings([yolox, v8, nanodet], ["yolox", "nanodet"], ["coco"])
+    assert entries == [
+        {"model": yolox, "family": "yolox", "names": "coco"},
+        {"model": v8},
+        {"model": nanodet, "family": "nanodet", "names": "coco"},
+    ]
+    with pytest.raises(EdgedetError, match="3 --family values for 2 model"):
+        per_model_settings([yolox, v8, nanodet], ["yolox", "nanodet", "yolov8"], None)
