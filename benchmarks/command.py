@@ -88,7 +88,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="R",
-        help="runtime(s): onnxruntime, openvino, tensorrt... (default onnxruntime)",
+        help="runtime(s): onnxruntime, openvino, tensorrt... (default: by file suffix, "
+        ".onnx -> onnxruntime, .xml -> openvino, .engine -> tensorrt)",
     )
     g.add_argument(
         "--precision",
@@ -281,7 +282,7 @@ def _configs(args: argparse.Namespace) -> list[Any]:
 
     defaults: dict[str, Any] = {
         "data": args.data,
-        "runtime": args.runtime or ["onnxruntime"],
+        "runtime": args.runtime,  # None: by file suffix, like edgedet.load(runtime="auto")
         "precision": args.precision or [None],
         "imgsz": args.imgsz or [None],
         "batch": args.batch or [1],

@@ -68,8 +68,12 @@ def expand(
         defaults: settings shared by every model (per-model settings win). The `AXES` may be
             lists; every combination becomes one `BenchConfig`.
 
+    A configuration without a ``runtime`` (or ``auto``) gets the one ``edgedet.load`` would pick
+    from the file suffix (.onnx -> onnxruntime, .xml -> openvino, .engine -> tensorrt).
+
     Raises:
-        InvalidInputError: an unknown setting, a missing ``model``, or no ``data``.
+        InvalidInputError: an unknown setting, a missing ``model``, no ``data``, or no runtime
+            for the file's suffix.
     """
     base = _normalise(dict(defaults or {}), "sweep settings")
     configs: list[BenchConfig] = []
@@ -89,6 +93,10 @@ def expand(
         for values in itertools.product(*axes):
             combo = dict(spec)
             combo.update({a: v for a, v in zip(AXES, values) if v is not None})
+            if combo.get("runtime") in (None, "auto"):
+                from edgedet.runtimes.registry import resolve_auto
+
+                combo["runtime"] = resolve_auto(combo["model"])
             configs.append(BenchConfig(**combo))
     return configs
 
