@@ -131,3 +131,19 @@ def test_family_per_model_without_meta(models_dir: Path) -> None:
     ]
     with pytest.raises(EdgedetError, match="3 --family values for 2 model"):
         per_model_settings([yolox, v8, nanodet], ["yolox", "nanodet", "yolov8"], None)
+
+
+@pytest.mark.slow
+def test_no_arguments_runs_the_sample(tmp_path: Path) -> None:
+    sample = command.sample_model_path()
+    if not sample.is_file():
+        pytest.skip(f"the sample model is not built yet ({sample})")
+    out = tmp_path / "bench"
+    code = _run(
+        "--images", "4", "--warmup", "1", "--min-iterations", "3", "--min-seconds", "0",
+        "--requests", "0", "--no-progress", "--no-plot", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    (record,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok", record["reason"]
+    assert record["model_name"] == "sample_roads" and record["accuracy"]["map50"] > 0

@@ -38,7 +38,7 @@ def test_expand_every_combination(tmp_path: Path) -> None:
 def test_runtime_by_suffix_when_not_given() -> None:
     configs = expand(["m.xml", "m.onnx", "m.engine"], {"data": "d"})
     assert [c.runtime for c in configs] == ["openvino", "onnxruntime", "tensorrt"]
-    with pytest.raises(InvalidInputError, match="cannot choose a runtime for 'm.bin'"):
+    with pytest.raises(InvalidInputError, match=r"cannot choose a runtime for 'm\.bin'"):
         expand(["m.bin"], {"data": "d"})
 
 
