@@ -17,7 +17,8 @@ On a Jetson (``/etc/nv_tegra_release`` exists, or ``/sys/devices/soc0/family`` s
   ``inN_input`` in mV, ``currN_input`` in mA).
 
 `PowerMonitor` samples rails and clocks in a thread while the latency loop runs and integrates
-energy (trapezoids over the sample times), so energy per inference = joules / iterations.
+energy (trapezoids over the sample times), so energy per inference = joules / iterations. When no
+rail is readable in sysfs it reads them from ``tegrastats`` output instead (`parse_tegrastats`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import glob
 import itertools
 import os
 import platform
+import re
 import shutil
 import subprocess
 import threading
@@ -263,6 +265,29 @@ def host_info(root: str | Path = "/") -> dict[str, Any]:
     return info
 
 
+_TEGRA_RAIL = re.compile(
+    r"\b((?:POM|VDD|VDDQ|VIN|SYS)[A-Z0-9_]*|[A-Z][A-Z0-9_]*(?= \d+mW/))\s+(\d+)(?:mW)?/(\d+)(?:mW)?"
+)
+_TEGRA_TEMP = re.compile(r"\b([A-Za-z][A-Za-z0-9_]*)@(-?\d+(?:\.\d+)?)C\b")
+
+
+def parse_tegrastats(line: str) -> dict[str, dict[str, float]]:
+    """One ``tegrastats`` line -> ``{"rails_mw": {name: now}, "temperatures_c": {name: C}}``.
+
+    Reads both the JetPack 4 form (``POM_5V_IN 2030/2030``) and the later one
+    (``VDD_IN 4789mW/4789mW``); the first number is the instantaneous power, the second the
+    running average. Temperatures are the ``NAME@41.5C`` fields. Sensors tegrastats marks
+    absent (``-256C``) are left out.
+    """
+    rails = {m.group(1): float(m.group(2)) for m in _TEGRA_RAIL.finditer(line)}
+    temps = {
+        m.group(1): float(m.group(2))
+        for m in _TEGRA_TEMP.finditer(line)
+        if float(m.group(2)) > -40.0
+    }
+    return {"rails_mw": rails, "temperatures_c": temps}
+
+
 # -- sampling during a run -----------------------------------------------------------------------
 
 
@@ -280,7 +305,13 @@ class PowerMonitor:
     root: str | Path = "/"
     interval_s: float = 0.05
     drop_fraction: float = 0.10
+    #: command that prints tegrastats lines; None: ``tegrastats`` from PATH when no sysfs rail
+    #: is readable and ``root`` is the real ``/``.
+    tegrastats_cmd: list[str] | None = None
     _rails: list[Rail] = field(default_factory=list, init=False)
+    _tegra: subprocess.Popen[str] | None = field(default=None, init=False)
+    _tegra_thread: threading.Thread | None = field(default=None, init=False)
+    _source: str = field(default="", init=False)
     _samples: list[tuple[float, dict[str, float]]] = field(default_factory=list, init=False)
     _min_clocks: dict[str, float] = field(default_factory=dict, init=False)
     _before: dict[str, Any] = field(default_factory=dict, init=False)
@@ -306,13 +337,65 @@ class PowerMonitor:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
+    def _tegrastats_command(self) -> list[str] | None:
+        if self.tegrastats_cmd is not None:
+            return list(self.tegrastats_cmd)
+        exe = shutil.which("tegrastats")
+        if exe is None or Path(self.root) != Path("/") or not is_jetson(self.root):
+            return None
+        return [exe, "--interval", str(max(10, int(self.interval_s * 1000)))]
+
+    def _read_tegrastats(self) -> None:
+        proc = self._tegra
+        if proc is None or proc.stdout is None:
+            return
+        for line in proc.stdout:
+            parsed = parse_tegrastats(line)
+            if parsed["rails_mw"]:
+                self._samples.append((time.perf_counter(), parsed["rails_mw"]))
+            if self._stop.is_set():
+                break
+
+    def _start_tegrastats(self) -> None:
+        cmd = self._tegrastats_command()
+        if cmd is None:
+            return
+        try:
+            self._tegra = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+            )
+        except OSError as err:
+            self._source = f"tegrastats could not start: {err}"
+            return
+        self._source = "tegrastats"
+        self._tegra_thread = threading.Thread(
+            target=self._read_tegrastats, daemon=True, name="edgedet-tegrastats"
+        )
+        self._tegra_thread.start()
+
+    def _stop_tegrastats(self) -> None:
+        if self._tegra is None:
+            return
+        self._tegra.terminate()
+        try:
+            self._tegra.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._tegra.kill()
+            self._tegra.wait()
+        if self._tegra_thread is not None:
+            self._tegra_thread.join(timeout=5)
+        self._tegra = None
+
     def start(self) -> PowerMonitor:
         self._rails = find_power_rails(self.root)
+        self._source = "sysfs" if self._rails else ""
         self._before = {"clocks": self._flat_clocks(), "temperatures_c": temperatures_c(self.root)}
         self._samples.clear()
         self._min_clocks.clear()
         self._stop.clear()
         self._t0 = time.perf_counter()
+        if not self._rails:
+            self._start_tegrastats()
         self._sample()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="edgedet-power")
         self._thread.start()
@@ -323,6 +406,7 @@ class PowerMonitor:
         if self._thread is not None:
             self._thread.join()
         self._sample()
+        self._stop_tegrastats()
         seconds = time.perf_counter() - self._t0
         after = {"clocks": self._flat_clocks(), "temperatures_c": temperatures_c(self.root)}
         result: dict[str, Any] = {
@@ -347,11 +431,11 @@ class PowerMonitor:
         return result
 
     def _energy(self) -> dict[str, Any]:
-        if not self._rails:
-            return {
-                "measured": False,
-                "reason": "no readable power rails (INA3221 sysfs) on this machine",
-            }
+        if not self._rails and self._source != "tegrastats":
+            reason = "no readable power rails (INA3221 sysfs) and no tegrastats on this machine"
+            if self._source:
+                reason += f" ({self._source})"
+            return {"measured": False, "reason": reason}
         names = sorted({n for _, s in self._samples for n in s})
         if len(self._samples) < 2 or not names:
             return {"measured": False, "reason": "power rails found but could not be read"}
@@ -372,5 +456,6 @@ class PowerMonitor:
             "energy_j": energy,
             "energy_total_j": total,
             "total_from": inputs[0] if inputs else "sum of all rails",
+            "source": self._source,
             "mean_power_mw": total / span * 1000.0 if span > 0 else None,
         }

@@ -131,3 +131,37 @@ def test_power_monitor_without_rails_says_not_measured(tmp_path: Path) -> None:
     assert res["measured"] is False
     assert "no readable power rails" in res["reason"]
     assert res["throttled"] is False and res["warnings"] == []
+
+
+JP4_LINE = (
+    "RAM 2303/3964MB (lfb 9x2MB) SWAP 0/1982MB (cached 0MB) CPU [9%@1479,4%@1479,off,off] "
+    "EMC_FREQ 0% GR3D_FREQ 0% PLL@27C CPU@29.5C PMIC@100C GPU@28C AO@36C thermal@28.75C "
+    "POM_5V_IN 2030/2030 POM_5V_GPU 0/0 POM_5V_CPU 290/290"
+)
+JP6_LINE = (
+    "RAM 2185/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB) CPU [1%@729,0%@729] "
+    "GR3D_FREQ 0% cpu@47.718C soc2@46.25C tj@48.093C cv0@-256C "
+    "VDD_IN 4789mW/4789mW VDD_CPU_GPU_CV 475mW/475mW VDD_SOC 1267mW/1267mW"
+)
+
+
+def test_tegrastats_lines() -> None:
+    jp4 = system.parse_tegrastats(JP4_LINE)
+    assert jp4["rails_mw"] == {"POM_5V_IN": 2030.0, "POM_5V_GPU": 0.0, "POM_5V_CPU": 290.0}
+    assert jp4["temperatures_c"]["CPU"] == 29.5 and "RAM" not in jp4["rails_mw"]
+    jp6 = system.parse_tegrastats(JP6_LINE)
+    assert jp6["rails_mw"] == {"VDD_IN": 4789.0, "VDD_CPU_GPU_CV": 475.0, "VDD_SOC": 1267.0}
+    assert jp6["temperatures_c"] == {"cpu": 47.718, "soc2": 46.25, "tj": 48.093}  # cv0 absent
+    assert system.parse_tegrastats("nothing here") == {"rails_mw": {}, "temperatures_c": {}}
+
+
+def test_power_monitor_falls_back_to_tegrastats(tmp_path: Path) -> None:
+    script = tmp_path / "fake_tegrastats.sh"
+    script.write_text(f'#!/bin/sh\nwhile true; do echo "{JP6_LINE}"; sleep 0.01; done\n')
+    script.chmod(0o755)
+    mon = PowerMonitor(root=tmp_path, interval_s=0.01, tegrastats_cmd=[str(script)]).start()
+    time.sleep(0.3)
+    res = mon.stop()
+    assert res["measured"] is True and res["source"] == "tegrastats"
+    assert res["total_from"] == "VDD_IN"
+    assert res["mean_power_mw"] == pytest.approx(4789.0)
