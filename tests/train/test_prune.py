@@ -1,0 +1,121 @@
+"""Channel pruning: EdgeDet-n by about half its MACs keeps its output shapes and still exports
+and runs on ONNX Runtime; importance variants; user errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgedet.errors import InvalidInputError, TrainingError
+from edgedet.train.models.net import EdgeDet, build_model
+from edgedet.train.prune import (
+    PruneConfig,
+    check_prunable,
+    count_macs_params,
+    export_module,
+    flatten_tensors,
+    latency_verdict,
+    output_layers,
+    prune,
+    prune_with_latency,
+    report_markdown,
+    split_ops,
+)
+
+X = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def _model() -> EdgeDet:
+    torch.manual_seed(0)
+    m = build_model(3, "n").eval()
+    for bn in m.modules():  # trained-like BN scales (all 1 at init would tie every channel)
+        if isinstance(bn, nn.BatchNorm2d):
+            nn.init.uniform_(bn.weight, 0.1, 1.0)
+    return m
+
+
+def test_edgedet_has_no_split_and_head_is_protected() -> None:
+    m = _model()
+    assert split_ops(m, X) == []
+    check_prunable(m, X)
+    outs = output_layers(m, X)
+    head = [*m.head.box_pred, *m.head.cls_pred]
+    assert len(outs) == len(head) and all(any(o is h for h in head) for o in outs)
+
+
+def test_prune_edgedet_half_macs_exports_and_runs(tmp_path: Path) -> None:
+    m = _model()
+    shapes = [t.shape for t in flatten_tensors(m(X))]
+    report = prune_with_latency(m, X, PruneConfig(target=0.5, importance="l1"), iters=3)
+    assert report["reached_target"]
+    assert 0.35 < report["macs_kept"] <= 0.5
+    assert report["params_after"] < report["params_before"]
+    assert (report["macs_after"], report["params_after"]) == count_macs_params(m, X)
+    assert [t.shape for t in flatten_tensors(m(X))] == shapes
+    pruned = {n: c for n, (b, c) in report["channels"].items() if c < b}
+    assert pruned and all(c % 8 == 0 for c in pruned.values())  # round_to=8
+    assert report["latency_after"]["p50_ms"] > 0 and "faster" in report
+    # the pruned EdgeDet still exports through edgedet's exporter and runs in ORT
+    from edgedet.train.export import export_onnx
+
+    res = export_onnx(m, tmp_path / "pruned.onnx", 64)
+    assert res["max_abs_diff"] < 1e-3
+    assert "MACs" in report_markdown(report)
+
+
+@pytest.mark.parametrize("importance", ["bnscale", "taylor", "l2"])
+def test_importances_and_stages(importance: str) -> None:
+    m = _model()
+    seen: list[int] = []
+    report = prune(
+        m, X, PruneConfig(target=0.6, importance=importance, stages=2, global_pruning=False),
+        recover=lambda model, stage: seen.append(stage),
+    )  # fmt: skip
+    assert seen == [0, 1]
+    assert report["macs_kept"] <= 0.6 and len(report["stages"]) == 2
+    assert report["stages"][0]["macs"] > report["stages"][1]["macs"]
+
+
+def test_generic_module_export_runs(tmp_path: Path) -> None:
+    m = _model()
+    prune(m, X, PruneConfig(target=0.7, metric="params"))
+    path = export_module(m, X, tmp_path / "g.onnx", output_names=[f"o{i}" for i in range(6)])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {"images": X.numpy()})
+    ref = [t.detach().numpy() for t in flatten_tensors(m(X))]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(outs, ref)) < 1e-3
+
+
+def test_verdict_says_when_not_faster() -> None:
+    assert latency_verdict(10.0, 10.1)["faster"] is False
+    assert "NOT faster" in latency_verdict(10.0, 10.1)["note"]
+    assert latency_verdict(10.0, 5.0)["speedup"] == pytest.approx(2.0)
+
+
+class _Chunky(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = self.a(x).chunk(2, 1)
+        return torch.cat([self.b(p), q], 1)
+
+
+def test_user_errors() -> None:
+    with pytest.raises(InvalidInputError, match="fraction of macs kept"):
+        PruneConfig(target=1.5).validate()
+    with pytest.raises(InvalidInputError, match="importance must be one of"):
+        PruneConfig(importance="random").validate()
+    with pytest.raises(InvalidInputError, match="metric must be one of"):
+        PruneConfig(metric="flops").validate()
+    with pytest.raises(InvalidInputError, match="not modules of the model"):
+        prune(_model(), X, PruneConfig(ignored=["nope"]))
+    with pytest.raises(TrainingError, match="splits tensors"):
+        check_prunable(_Chunky(), torch.rand(1, 3, 8, 8))
