@@ -242,7 +242,15 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
             f"iteration ({method.get('outliers')}); {method.get('process')}. Latency thresholds: "
             f"{method.get('latency_thresholds')}. Accuracy pass thresholds: "
             f"{method.get('accuracy_thresholds')}, evaluated with {method.get('eval_backend')}."
+            + (f" {method['rounds']} rounds per configuration." if method.get("rounds") else "")
         )
+    warned = [(r, w) for r in records for w in r.get("warnings") or []]
+    if warned:
+        lines += ["", "## Warnings", ""]
+        lines += [
+            f"- {r.get('model_name')} {r.get('runtime')} {_precision(r) or ''}: {_md_escape(w)}"
+            for r, w in warned
+        ]
     power = [r for r in ok if isinstance(r.get("power"), dict)]
     if power and not any(r["power"].get("measured") for r in power):
         lines += ["", f"Power: not measured ({power[0]['power'].get('reason')})."]

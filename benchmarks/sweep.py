@@ -204,8 +204,26 @@ def combine_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     rss = [r["peak_rss_mb"] for r in rounds if isinstance(r.get("peak_rss_mb"), (int, float))]
     rec["peak_rss_mb"] = max(rss) if rss else None
     warnings: list[str] = []
+    busy = 0
     for r in rounds:
-        warnings.extend(w for w in r.get("warnings") or [] if w not in warnings)
+        for w in r.get("warnings") or []:
+            if w.startswith("machine busy"):
+                busy += 1
+            elif w not in warnings:
+                warnings.append(w)
+    if busy:
+        loads = [
+            r["host"]["load_avg"][0]
+            for r in rounds
+            if isinstance(r.get("host"), dict) and isinstance(r["host"].get("load_avg"), list)
+        ]
+        span = f"{min(loads):.1f} to {max(loads):.1f}" if loads else "unknown"
+        warnings.insert(
+            0,
+            f"machine busy in {busy} of {len(rounds)} rounds (load average {span} on "
+            f"{rec.get('host', {}).get('cores_logical', '?')} logical cores): latencies include "
+            "waiting for the CPU; rounds were interleaved and pooled",
+        )
     rec["warnings"] = warnings
     if isinstance(rec.get("method"), dict):
         rec["method"] = {
