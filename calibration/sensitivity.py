@@ -386,7 +386,7 @@ def mixed_precision(
         if prepared is None:
             prepared = prepare(model_path, work)
         tries: list[dict[str, Any]] = []
-        best: tuple[Path, list[str], Score, bool] | None = None
+        built: list[tuple[Path, list[str], Score, bool]] = []
         for k in steps:
             if k > len(ranking):
                 break
@@ -408,12 +408,15 @@ def mixed_precision(
                 score.map50_95,
                 "ok" if ok else "; ".join(why),
             )
-            best = (cand, keep, score, ok)
+            built.append((cand, keep, score, ok))
             if ok:
                 break
-        if best is None:
+        if not built:
             raise CalibrationError("mixed precision: no candidate was built (empty steps)")
-        cand, keep, score, ok = best
+        # the first candidate within budget; else the most accurate one tried
+        cand, keep, score, ok = (
+            built[-1] if built[-1][3] else max(built, key=lambda b: b[2].map50_95)
+        )
         shutil.move(str(cand), str(out))  # same folder: an atomic rename
         return MixedPrecisionResult(out, keep, before, score, ok, tries)
     finally:

@@ -77,3 +77,42 @@ def test_errors(tiny_model: Path, argv: list[str], message: str) -> None:
     args = _parse(*[a.replace("{model}", str(tiny_model)) for a in argv])
     with pytest.raises(InvalidInputError, match=message):
         run_calibrate(args)
+
+
+def _yolo_dataset(root: Path, images: Path) -> Path:
+    """A YOLO-format labelled set over the fixture images, classes a and b."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, img in enumerate(sorted(images.glob("img_*.jpg"))[:6]):
+        (root / "images" / img.name).write_bytes(img.read_bytes())
+        (root / "labels" / f"{img.stem}.txt").write_text(f"{i % 2} 0.5 0.5 0.4 0.4\n")
+    (root / "classes.txt").write_text("a\nb\n")
+    return root
+
+
+def test_calibrate_with_val_and_budget(tiny_model: Path, image_dir: Path, tmp_path: Path) -> None:
+    val = _yolo_dataset(tmp_path / "val", image_dir)
+    out = tmp_path / "q.onnx"
+    args = _parse(
+        str(tiny_model), "--images", str(image_dir), "--num", "4", "--val", str(val),
+        "--max-map-drop", "0", "--out", str(out), "--no-latency",
+    )  # fmt: skip
+    assert run_calibrate(args) == 0
+    report = json.loads((tmp_path / "q.calibration.json").read_text())
+    assert report["budget_met"] is True and "map50_95" in report["accuracy"]["int8"]
+    meta = read_meta(out)
+    assert meta is not None and meta.calibration is not None
+    assert meta.calibration["map_before"] is not None and meta.calibration["map_after"] is not None
+    assert "| mAP50-95 (%) |" in (tmp_path / "q.calibration.md").read_text()
+
+
+def test_sweep(tiny_model: Path, image_dir: Path, tmp_path: Path, capsys) -> None:
+    val = _yolo_dataset(tmp_path / "val", image_dir)
+    args = _parse(
+        "sweep", str(tiny_model), "--images", str(image_dir), "--val", str(val),
+        "--methods", "minmax,mse", "--nums", "2,4", "--out", str(tmp_path / "sw"),
+    )  # fmt: skip
+    assert run_calibrate(args) == 0
+    rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert [r["config"] for r in rows] == ["float", "minmax/2", "mse/2", "minmax/4", "mse/4"]
+    assert "| rank | config |" in capsys.readouterr().out
