@@ -14,10 +14,10 @@ held-out split through ONNX Runtime.
 
 Equivalent commands:
 
-    edgedet data synth --out WORK/train --n 2400 --seed 1 --imgsz 192
+    edgedet data synth --out WORK/train --n 3000 --seed 1 --imgsz 192
     edgedet data synth --out WORK/val --n 200 --seed 1000003 --imgsz 192
-    edgedet train --data WORK/train --val WORK/val --model n --imgsz 192 --epochs 6 --batch 8 \\
-        --lr 0.002 --mosaic 0.3 --scale 0.3 --close-mosaic 1 --seed 0 --threads 1 --out WORK/run
+    edgedet train --data WORK/train --val WORK/val --model n --imgsz 192 --epochs 12 --batch 8 \\
+        --lr 0.002 --mosaic 0.3 --scale 0.3 --close-mosaic 2 --seed 0 --threads 1 --out WORK/run
     edgedet export WORK/run/best.pt --out edgedet/assets/sample_roads.onnx
 """
 
@@ -29,15 +29,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_N, VAL_N, IMGSZ = 2400, 200, 192
+TRAIN_N, VAL_N, IMGSZ = 3000, 200, 192
 TRAIN_SEED, VAL_SEED = 1, 1_000_003
 
 
 def train_args(work: Path) -> list[str]:
     return [
         "--data", str(work / "train"), "--val", str(work / "val"), "--model", "n", "--imgsz", str(IMGSZ),
-        "--epochs", "6", "--batch", "8", "--lr", "0.002", "--mosaic", "0.3", "--scale", "0.3",
-        "--close-mosaic", "1", "--seed", "0", "--threads", "1", "--out", str(work / "run"),
+        "--epochs", "12", "--batch", "8", "--lr", "0.002", "--mosaic", "0.3", "--scale", "0.3",
+        "--close-mosaic", "2", "--seed", "0", "--threads", "1", "--out", str(work / "run"),
     ]  # fmt: skip
 
 

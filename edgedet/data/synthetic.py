@@ -344,13 +344,19 @@ def _plan_objects(
 
 
 def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    f: np.ndarray = img.astype(np.float32)
+    """Lighting (gain, colour cast, offset, gamma) through a per-channel table, sensor noise,
+    sometimes blur."""
     gain = rng.uniform(0.6, 1.3)
     cast = rng.uniform(0.9, 1.1, 3)
-    f = f * gain * cast[None, None, :] + rng.uniform(-20, 20)
+    offset = rng.uniform(-20, 20)
     gamma = rng.uniform(0.8, 1.25)
-    f = 255.0 * (np.clip(f, 0, 255) / 255.0) ** gamma
-    f += rng.normal(0.0, rng.uniform(1.0, 7.0), f.shape).astype(np.float32)
+    v = np.arange(256, dtype=np.float64)[:, None]
+    lut = 255.0 * (np.clip(v * gain * cast[None, :] + offset, 0, 255) / 255.0) ** gamma  # (256, 3)
+    f = np.empty(img.shape, np.float32)
+    for c in range(3):
+        f[:, :, c] = lut[:, c].astype(np.float32)[img[:, :, c]]
+    sigma = np.float32(rng.uniform(1.0, 7.0))
+    f += rng.standard_normal(f.shape, dtype=np.float32) * sigma
     out: np.ndarray = np.clip(f + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < 0.3:
         out = cv2.GaussianBlur(out, (3, 3), 0)

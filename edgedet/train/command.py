@@ -101,6 +101,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument(
+        "--names",
+        default=None,
+        help="class names for a YOLO folder without data.yaml ('coco', a file, a,b,c)",
+    )
+    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
+    p.add_argument(
         "--max-train-images", type=int, default=None, help="use only the first N training images"
     )
 
@@ -125,7 +131,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         rare_classes=list(args.rare_classes or []), rare_repeat=args.rare_repeat, augment=aug,
         seed=args.seed, device=args.device, workers=args.workers, threads=args.threads,
         out=args.out, save_every=args.save_every, amp=not args.no_amp, resume=args.resume,
-        from_ckpt=args.from_ckpt, max_train_images=args.max_train_images,
+        from_ckpt=args.from_ckpt, max_train_images=args.max_train_images, names=args.names,
+        eval_every=args.eval_every,
     )  # fmt: skip
 
 

@@ -96,7 +96,12 @@ class TrainConfig:
     max_det: int = 300
     resume: bool = False
     from_ckpt: str | None = None
-    max_train_images: int | None = None
+    max_train_images: int | None = (
+        None  # use only the first N images of data (before the val split)
+    )
+    names: str | None = (
+        None  # class names for datasets without them (YOLO folders): "coco", file, list
+    )
     progress: bool | None = None  # None: a live bar on a terminal, periodic lines otherwise
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,10 +132,10 @@ class TrainConfig:
 # -- data ----------------------------------------------------------------------------------------
 
 
-def _load(path: str) -> Any:
+def _load(path: str, names: str | None = None) -> Any:
     from edgedet.data import load_dataset
 
-    return load_dataset(path, on_error="skip")
+    return load_dataset(path, on_error="skip", class_names=names)
 
 
 class TrainSet:
@@ -441,17 +446,19 @@ class Trainer:
     def _datasets(self, class_names: Sequence[str] | None) -> None:
         cfg = self.cfg
         try:
-            ds = _load(cfg.data)
+            ds = _load(cfg.data, cfg.names)
         except DatasetError as err:
             raise TrainingError(f"cannot read training data {cfg.data}: {err}") from err
         if len(ds) == 0:
             raise TrainingError(f"training data {cfg.data} holds no images")
         self.class_names = tuple(class_names) if class_names else tuple(ds.class_names)
         samples = list(ds.samples)
+        if cfg.max_train_images:
+            samples = samples[: cfg.max_train_images]
         if cfg.val == "train":
             train_s, val_s, vds = samples, samples, ds
         elif cfg.val:
-            vds = _load(cfg.val)
+            vds = _load(cfg.val, cfg.names)
             train_s, val_s = samples, list(vds.samples)
         else:
             rng = np.random.Generator(np.random.PCG64([cfg.seed, 3]))
@@ -461,8 +468,6 @@ class Trainer:
             train_s = [s for i, s in enumerate(samples) if i not in val_idx] or samples
             val_s = [s for i, s in enumerate(samples) if i in val_idx] or samples
             vds = ds
-        if cfg.max_train_images:
-            train_s = train_s[: cfg.max_train_images]
         self.train = TrainSet(ds, train_s, cfg.imgsz, self.class_names)
         self.val_ds, self.val_samples = vds, val_s
         if self.train.unmapped:
@@ -588,7 +593,7 @@ class Trainer:
 
     def batches_per_epoch(self) -> int:
         n = len(self.train) if self.repeat is None else round(float(self.repeat.sum()))
-        per_rank = -(-n // self.world)
+        per_rank = n // self.world if self.world > 1 else n
         return max(1, -(-per_rank // self.cfg.batch))
 
     def _state(self) -> dict[str, Any]:
@@ -647,7 +652,8 @@ class Trainer:
     def _loader(self, epoch: int, start_batch: int) -> Any:
         cfg = self.cfg
         order = epoch_order(len(self.train), cfg.seed, epoch, self.repeat)
-        order = order[self.rank :: self.world]
+        if self.world > 1:  # every rank must run the same number of steps
+            order = order[: len(order) // self.world * self.world][self.rank :: self.world]
         mosaic_on = epoch < cfg.epochs - cfg.close_mosaic
         data = _EpochData(self.aug, order, cfg.seed, epoch, mosaic_on)
         positions = list(range(start_batch * cfg.batch, len(order)))
@@ -802,11 +808,18 @@ class Trainer:
                     f"dfl {row['dfl']:.3f} | {m} | {row['img_per_s']:.1f} img/s, {train_time:.0f}s"
                     f"{' *best*' if self.best_epoch == epoch + 1 else ''}"
                 )
-            if (
+            stop = bool(
                 cfg.patience
                 and self.best_epoch >= 0
                 and epoch + 1 - self.best_epoch >= cfg.patience
-            ):
+            )
+            if self.world > 1:  # rank 0 evaluates; every rank follows its decision
+                import torch.distributed as dist
+
+                flag = torch.tensor([1 if stop else 0], device=self.device)
+                dist.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if stop:
                 self.log(
                     f"early stop: no improvement for {cfg.patience} epochs (best epoch {self.best_epoch})"
                 )

@@ -199,3 +199,71 @@ def test_openvino_matches_onnxruntime(full_run: Path, tmp_path: Path) -> None:
     compiled = ov.Core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled({"images": x})[compiled.output(0)]
     assert np.abs(ref - got).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
+    """The same training command under torchrun (2 CPU ranks, gloo) trains and writes once."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch.distributed")
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        "from edgedet.train.trainer import TrainConfig, Trainer\n"
+        f"cfg = TrainConfig(data={str(tiny_data)!r}, val='train', epochs=1, imgsz={SIZE}, batch=4,"
+        f" out={str(tmp_path / 'run')!r}, threads=1, warmup_steps=1, progress=False)\n"
+        "Trainer(cfg).fit()\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["global_step"] == 2  # 16 images / 2 ranks / batch 4
+    assert "batch 4x1x2" in res.stdout
+
+
+def test_command_line(
+    tiny_data: Path, full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgedet.train.command import main
+
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(tmp_path / "s"),
+                "--n",
+                "2",
+                "--seed",
+                "1",
+                "--imgsz",
+                "64",
+                "96",
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 2
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--class-weights",
+            "car:2",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert rc == 2
+    assert "--class-weights expects name=weight" in capsys.readouterr().err
+    assert main(["export", str(full_run / "last.pt"), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    rc = main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx")])
+    assert rc == 2 and "not found" in capsys.readouterr().err
