@@ -41,7 +41,8 @@ def soak(
 
     opts = {"threads": threads} if threads else {}
     det = edgedet.load(model, runtime=runtime, family=family, runtime_options=opts)
-    pool = [cv2.imread(str(p)) for p in images[:32]] or [
+    read = (cv2.imread(str(p)) for p in images[:32])
+    pool: list[np.ndarray] = [im for im in read if im is not None] or [
         np.random.default_rng(i).integers(0, 255, (480, 640, 3), dtype=np.uint8) for i in range(8)
     ]
     for img in pool[:5]:
