@@ -87,13 +87,19 @@ def _preset(nncf: Any, spec: CalibrationSpec) -> Any:
 
 
 def onnx_to_ov_names(ov_model: Any, onnx_model: Any, names: Sequence[str]) -> list[str]:
-    """OpenVINO operation names standing for ONNX nodes ``names`` (matched by output tensor
-    names, which the ONNX frontend keeps); nodes folded away by the frontend are skipped."""
+    """OpenVINO operation names standing for ONNX nodes ``names``, matched by output tensor
+    names (which the ONNX frontend keeps); nodes folded away by the frontend are skipped.
+
+    The frontend splits an ONNX Conv with bias into Convolution + Add and gives the ONNX output
+    name to the Add, so for a matched Add / Multiply the compute op feeding it is taken too
+    (NNCF quantizes the Convolution's inputs; ignoring only the Add would keep it quantized).
+    """
     wanted: dict[str, str] = {}
     for node in onnx_model.graph.node:
         if node.name in names:
             for out in node.output:
                 wanted[out] = node.name
+    compute = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
     found: list[str] = []
     for op in ov_model.get_ops():
         if op.get_type_name() in ("Result", "Parameter", "Constant"):
@@ -101,6 +107,11 @@ def onnx_to_ov_names(ov_model: Any, onnx_model: Any, names: Sequence[str]) -> li
         for output in op.outputs():
             if any(t in wanted for t in output.get_names()):
                 found.append(op.get_friendly_name())
+                if op.get_type_name() in ("Add", "Multiply"):
+                    for inp in op.inputs():
+                        src = inp.get_source_output().get_node()
+                        if src.get_type_name() in compute:
+                            found.append(src.get_friendly_name())
                 break
     return sorted(set(found))
 

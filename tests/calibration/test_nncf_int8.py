@@ -62,3 +62,17 @@ def test_ir_suffix(tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: P
         quantize_openvino(
             tiny_model, src, CalibrationSpec(), tmp_path / "m.onnx", tiny_detector.meta
         )
+
+
+def test_conv_with_bias_maps_to_the_convolution(tiny_model: Path) -> None:
+    import onnx
+
+    from edgedet.calibration.tail import ensure_node_names
+
+    model = onnx.load(str(tiny_model))
+    ensure_node_names(model)
+    conv = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    ov_model = ov.Core().read_model(str(tiny_model))
+    names = onnx_to_ov_names(ov_model, model, [conv])
+    types = {op.get_friendly_name(): op.get_type_name() for op in ov_model.get_ops()}
+    assert "Convolution" in {types[n] for n in names}
