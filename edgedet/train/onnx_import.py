@@ -16,7 +16,9 @@ Supported ops: Conv, Sigmoid, Mul, Add, Sub, Div, Concat, Slice, MaxPool, Reshap
 Identity. Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
 Shape arithmetic (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) is run eagerly, so the
 module works for the input size it was exported with and for other batch sizes where the graph
-computes shapes (a ``Reshape`` to a constant ``[1, ...]`` keeps its batch of 1).
+computes shapes. A ``Reshape`` to a constant shape whose first entry is the graph's static batch
+size (``[1, 85, -1]``) keeps the batch of its input, so a model exported for batch 1 trains on
+batches.
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class OnnxModule(nn.Module):
         self.input_names = list(input_names)
         self.output_names = list(output_names)
         self.input_shapes = list(input_shapes)
+        first = input_shapes[0][0] if input_shapes and input_shapes[0] else None
+        #: the batch size the graph was exported with (None when dynamic)
+        self.static_batch = first if isinstance(first, int) and first > 0 else None
 
     def output_convs(self) -> list[nn.Conv2d]:
         """Convolutions from which no other convolution is reachable: the head's prediction
@@ -206,6 +211,8 @@ class OnnxModule(nn.Module):
         if op == "Reshape":
             shape = [int(v) for v in x[1].tolist()]
             shape = [x[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+            if shape and x[0].dim() and shape[0] == self.static_batch != x[0].shape[0]:
+                shape[0] = x[0].shape[0]  # a constant leading batch size follows the input's
             return x[0].reshape(shape)
         if op == "Slice":
             return self._slice(x, at)

@@ -39,6 +39,12 @@ def test_yolox_nano_parity(models_dir: Path) -> None:
     # per level: reg, obj, cls prediction convs are the graph's output convs
     outs = m.output_convs()
     assert sorted(c.out_channels for c in outs) == [1, 1, 1, 4, 4, 4, 80, 80, 80]
+    # exported for batch 1, its constant-shape Reshapes follow a batch of 2
+    x2 = np.concatenate([x, x[:, :, ::-1].copy()])
+    with torch.no_grad():
+        both = m(torch.from_numpy(x2)).numpy()
+    assert both.shape == (2, 3549, 85)
+    assert float(np.abs(both[:1] - got[0]).max()) < 1e-4
 
 
 def test_nanodet_m_parity(models_dir: Path) -> None:
