@@ -66,7 +66,6 @@ def test_ir_suffix(tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: P
 
 def test_conv_with_bias_maps_to_the_convolution(tiny_model: Path) -> None:
     import onnx
-
     from edgedet.calibration.tail import ensure_node_names
 
     model = onnx.load(str(tiny_model))
