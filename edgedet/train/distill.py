@@ -221,6 +221,8 @@ class Distiller:
         resume: bool = False,
         log: Callable[[str], None] | None = None,
         trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None,
+        pack: Callable[[nn.Module], Any] | None = None,
+        unpack: Callable[[Any], nn.Module] | None = None,
     ):
         cfg.validate()
         if adapter not in ADAPTERS:
@@ -238,6 +240,10 @@ class Distiller:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, float]] = []
         self._trainable = trainable
+        # how the student goes into a checkpoint: the whole module by default (a pruned model
+        # has no config that rebuilds it); QAT passes NNCF's config + state dict instead
+        self._pack = pack or (lambda m: m)
+        self._unpack = unpack or (lambda obj: obj)
         self.student = student
         ck = None
         if resume:
@@ -246,7 +252,7 @@ class Distiller:
                     f"--resume: no checkpoint at {self.checkpoint}; run once without --resume"
                 )
             ck = self._read(self.checkpoint)
-            self.student = ck["student"]
+            self.student = self._unpack(ck["student"])
         self.optimizer, self.scheduler = self._make_optimizer()
         if ck is not None:
             self._restore(ck)
@@ -286,7 +292,7 @@ class Distiller:
     def state(self) -> dict[str, Any]:
         return {
             "kind": "edgedet.distill",
-            "student": self.student,
+            "student": self._pack(self.student),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
