@@ -119,3 +119,60 @@ def test_user_errors() -> None:
         prune(_model(), X, PruneConfig(ignored=["nope"]))
     with pytest.raises(TrainingError, match="splits tensors"):
         check_prunable(_Chunky(), torch.rand(1, 3, 8, 8))
+
+
+def _cli_ckpt(tmp_path: Path) -> Path:
+    from edgedet.train.trainer import save_checkpoint
+
+    m = _model()
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"model_cfg": m.cfg.to_dict(), "model": m.state_dict(),
+                           "train_config": {"imgsz": 64}})  # fmt: skip
+    return path
+
+
+def _cli_images(tmp_path: Path) -> Path:
+    import cv2
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i}.jpg"), rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    return d
+
+
+def test_prune_and_distill_commands(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from edgedet.meta import read_meta
+    from edgedet.train.compress_command import (
+        add_distill_arguments,
+        add_prune_arguments,
+        run_distill,
+        run_prune,
+    )
+
+    ckpt, imgs, out = _cli_ckpt(tmp_path), _cli_images(tmp_path), tmp_path / "p.onnx"
+    p = argparse.ArgumentParser()
+    add_prune_arguments(p)
+    argv = [str(ckpt), "--images", str(imgs), "--out", str(out), "--target-macs", "0.6",
+            "--recover-epochs", "1", "--batch", "2", "--latency-iters", "3"]  # fmt: skip
+    report = run_prune(p.parse_args(argv))
+    assert report["macs_kept"] <= 0.6 and out.is_file()
+    assert json.loads((tmp_path / "p.report.json").read_text())["macs_after"] > 0
+    assert "MACs" in (tmp_path / "p.report.md").read_text()
+    meta = read_meta(out)
+    assert meta is not None and meta.options["training"]["kind"] == "prune"
+    again = run_prune(p.parse_args([*argv, "--resume"]))  # all stages done: nothing re-pruned
+    assert again["macs_after"] == report["macs_after"]
+
+    d = argparse.ArgumentParser()
+    add_distill_arguments(d)
+    res = run_distill(d.parse_args([str(tmp_path / "p.pt"), "--teacher", str(ckpt), "--images",
+                                    str(imgs), "--out", str(tmp_path / "d.onnx"), "--epochs",
+                                    "1", "--batch", "2"]))  # fmt: skip
+    assert len(res["history"]) == 1 and (tmp_path / "d.onnx").is_file()
+    with pytest.raises(InvalidInputError, match=r"--out must end in \.onnx"):
+        run_prune(p.parse_args([str(ckpt), "--images", str(imgs), "--out", "x.pt"]))

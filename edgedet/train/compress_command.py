@@ -1,0 +1,434 @@
+"""Command-line functions for ``edgedet prune``, ``edgedet distill`` and ``edgedet qat``.
+
+Each takes a model as an ONNX file (converted with `edgedet.train.onnx_import`), an edgedet
+training checkpoint, or a ``.pt`` module file written by these commands, and writes:
+
+- ``OUT.onnx`` (atomically) with its `ModelMeta`, the training record under
+  ``options["training"]``;
+- ``OUT.pt``: the torch module (pruned models have no config that rebuilds them), so a later
+  ``edgedet distill`` / ``edgedet qat`` can start from it;
+- ``OUT.report.json`` and ``OUT.report.md``;
+- a work folder ``OUT.work/`` with checkpoints; ``--resume`` continues from it.
+
+The lead wires these into `edgedet.cli`: ``add_prune_arguments(parser)`` / ``run_prune(args)``,
+``add_distill_arguments`` / ``run_distill``, ``add_qat_arguments`` / ``run_qat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedet.errors import InvalidInputError, ModelLoadError, TrainingError
+from edgedet.meta import ModelMeta, atomic_write_bytes
+
+MODULE_KIND = "edgedet.module"
+
+
+@dataclass
+class Source:
+    """A model ready for compression: the torch module, its meta and input size, its head layout."""
+
+    model: nn.Module
+    meta: ModelMeta
+    hw: tuple[int, int]
+    adapter: str
+    path: Path
+    reg_max: int = 16
+
+    def example(self) -> torch.Tensor:
+        return torch.zeros(1, 3, *self.hw)
+
+
+def load_source(model: str | Path, family: str | None = None, imgsz: int | None = None) -> Source:
+    """Load an ONNX file, an edgedet training checkpoint or a module file of these commands."""
+    from .distill import adapter_for
+    from .models.net import EdgeDet
+
+    path = Path(model)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        from edgedet.detector import resolve_meta
+
+        from .onnx_import import convert_onnx
+
+        mod = convert_onnx(path)
+        meta = resolve_meta(path, family, None, {})
+        shape = mod.input_shapes[0] if mod.input_shapes else ()
+        hw = meta.input_size or (
+            (int(shape[2]), int(shape[3]))
+            if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int)
+            else None
+        )
+        if hw is None:
+            raise InvalidInputError(f"{path}: input size unknown; pass --imgsz")
+        if imgsz:
+            hw = (imgsz, imgsz)
+        meta = meta.replace(input_size=hw)
+        return Source(mod, meta, hw, adapter_for(mod, meta.family), path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
+        raise ModelLoadError(
+            f"{path} is neither ONNX nor a readable torch file ({type(err).__name__}: {err})"
+        ) from err
+    if isinstance(ck, dict) and ck.get("kind") == MODULE_KIND:
+        mod, meta = ck["model"], ModelMeta.from_dict(ck["meta"])
+        size = meta.input_size or (640, 640)
+        reg_max = int(getattr(getattr(mod, "cfg", None), "reg_max", 16))
+        return Source(mod, meta, (int(size[0]), int(size[1])), ck["adapter"], path, reg_max)
+    if isinstance(ck, dict) and "model_cfg" in ck:
+        from .trainer import model_from_checkpoint, sample_meta
+
+        det: EdgeDet = model_from_checkpoint(ck)
+        size = imgsz or int(ck.get("train_config", {}).get("imgsz", 640))
+        names = det.cfg.class_names or tuple(f"class{i}" for i in range(det.cfg.num_classes))
+        meta = sample_meta(names, size, det.strides)
+        return Source(det, meta, (size, size), "edgedet", path, det.cfg.reg_max)
+    raise ModelLoadError(
+        f"{path} is not a model edgedet can compress: expected .onnx, an edgedet training "
+        "checkpoint or a .pt written by edgedet prune/distill/qat"
+    )
+
+
+def save_module(src: Source, model: nn.Module, out: Path) -> Path:
+    buf = io.BytesIO()
+    torch.save(
+        {"kind": MODULE_KIND, "model": model, "meta": src.meta.to_dict(), "adapter": src.adapter},
+        buf,
+    )
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def export_model(
+    src: Source, model: nn.Module, out: Path, record: dict[str, Any], precision: str = "fp32"
+) -> Path:
+    """Export ``model`` (a float module of ``src``'s kind) to ONNX with meta + training record."""
+    from edgedet.meta import read_meta, write_onnx_meta
+
+    from .models.net import EdgeDet
+    from .prune import export_module
+
+    options = {**dict(src.meta.options), "training": record}
+    if isinstance(model, EdgeDet):
+        from .export import export_onnx
+
+        export_onnx(model, out, src.hw, tuple(src.meta.class_names), source="edgedet compress")
+        meta = read_meta(out)
+        assert meta is not None  # export_onnx just wrote it
+        write_onnx_meta(out, out, meta.replace(options={**dict(meta.options), **options},
+                                               precision=precision))  # fmt: skip
+        return out
+    meta = src.meta.replace(options=options, precision=precision, source="edgedet compress")
+    return export_module(model, src.example(), out, meta=meta)
+
+
+def evaluate_file(path: Path, data: str, family: str | None, threads: int = 2) -> dict[str, float]:
+    """mAP50-95 (score 0.001, class-aware NMS IoU 0.65) and end-to-end p50 on ONNX Runtime."""
+    import edgedet
+    from edgedet.data import load_dataset
+    from edgedet.meta import read_meta
+    from edgedet.metrics import evaluate
+
+    fam = None if read_meta(path) is not None else family
+    det = edgedet.load(
+        path, family=fam, runtime_options={"threads": threads},
+        score_threshold=0.001, iou_threshold=0.65,
+    )  # fmt: skip
+    try:
+        ds = load_dataset(data)
+        preds = {s.image_id: det(ds.read_image(s)) for s in ds.samples}
+        rep = evaluate(ds, preds, det.class_names)
+        out = {"map50_95": float(rep.map50_95), "map50": float(rep.map50)}
+        try:
+            from calibration.evaluate import p50_latency
+
+            out["e2e_p50_ms"], out["infer_p50_ms"] = p50_latency(det, ds)
+        except ImportError:
+            pass
+        return out
+    finally:
+        det.close()
+
+
+def _out_paths(out: str) -> dict[str, Path]:
+    o = Path(out)
+    if o.suffix.lower() != ".onnx":
+        raise InvalidInputError(f"--out must end in .onnx, got {o}")
+    base = o.with_suffix("")
+    return {
+        "onnx": o,
+        "pt": base.with_suffix(".pt"),
+        "json": Path(str(base) + ".report.json"),
+        "md": Path(str(base) + ".report.md"),
+        "work": Path(str(base) + ".work"),
+    }
+
+
+def _write_reports(paths: dict[str, Path], report: dict[str, Any], md: str) -> None:
+    atomic_write_bytes(paths["json"], json.dumps(report, indent=2, default=str).encode())
+    atomic_write_bytes(paths["md"], md.encode())
+
+
+def _preprocessor(src: Source) -> Any:
+    from edgedet.preprocess import Preprocessor
+
+    return Preprocessor(src.meta, src.hw)
+
+
+def _distill_config(args: argparse.Namespace, epochs: int) -> Any:
+    from .distill import DistillConfig
+
+    return DistillConfig(epochs=epochs, batch=args.batch, lr=args.lr, seed=args.seed)
+
+
+def _common(p: argparse.ArgumentParser, *, epochs_flag: str, epochs_default: int) -> None:
+    p.add_argument("model", help="model: .onnx, an edgedet training checkpoint, or a .pt module")
+    p.add_argument("--images", required=True, help="folder of unlabelled images (recovery)")
+    p.add_argument("--out", required=True, help="output .onnx (also writes .pt and reports)")
+    p.add_argument("--family", default=None, help="decoder family for ONNX files without meta")
+    p.add_argument("--imgsz", type=int, default=None, help="input size (square)")
+    p.add_argument(epochs_flag, type=int, default=epochs_default, dest="epochs")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    p.add_argument("--val", default=None, help="labelled dataset: mAP before/after")
+    p.add_argument("--latency-iters", type=int, default=50)
+    p.add_argument("--resume", action="store_true", help="continue from OUT.work/")
+
+
+# -- prune -----------------------------------------------------------------------------------------
+
+
+def add_prune_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p, epochs_flag="--recover-epochs", epochs_default=0)
+    p.add_argument("--target-macs", type=float, default=None, help="fraction of MACs kept")
+    p.add_argument("--target-params", type=float, default=None, help="fraction of params kept")
+    p.add_argument("--importance", default="l1", choices=["l1", "l2", "bnscale", "taylor"])
+    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--per-layer", action="store_true", help="same ratio per layer (not global)")
+    p.add_argument("--stages", type=int, default=1, help="prune -> recover steps")
+
+
+def run_prune(args: argparse.Namespace) -> dict[str, Any]:
+    from .distill import Distiller, list_images
+    from .prune import (
+        PruneConfig,
+        export_module,
+        latency_verdict,
+        measure_latency,
+        prune,
+        report_markdown,
+    )
+
+    paths = _out_paths(args.out)
+    if args.target_macs is not None and args.target_params is not None:
+        raise InvalidInputError("give --target-macs or --target-params, not both")
+    metric = "params" if args.target_params is not None else "macs"
+    target = args.target_params if metric == "params" else (args.target_macs or 0.7)
+    cfg = PruneConfig(
+        target=target, metric=metric, importance=args.importance, round_to=args.round_to or None,
+        global_pruning=not args.per_layer, stages=args.stages,
+    )  # fmt: skip
+    cfg.validate()
+    src = load_source(args.model, args.family, args.imgsz)
+    images = list_images(args.images, args.max_images)
+    pre = _preprocessor(src)
+    teacher = copy.deepcopy(src.model).eval()
+    model = src.model
+    work = paths["work"]
+    work.mkdir(parents=True, exist_ok=True)
+    state_path = work / "prune_state.pt"
+    start, base = 0, None
+    if args.resume and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
+        print(f"resuming after stage {start} of {cfg.stages}", flush=True)
+    example = src.example()
+    x0, _ = pre([_read(images[0])])
+    batch_x = torch.from_numpy(x0)
+
+    def recover(m: nn.Module, stage: int) -> None:
+        if args.epochs <= 0:
+            return
+        ck = work / f"recover{stage}.pt"
+        d = Distiller(
+            m, teacher, images, pre, _distill_config(args, args.epochs), adapter=src.adapter,
+            reg_max=src.reg_max, checkpoint=ck, resume=args.resume and ck.is_file(),
+        )  # fmt: skip
+        d.fit()
+        if d.student is not m:
+            m.load_state_dict(d.student.state_dict())
+
+    def on_stage(m: nn.Module, stage: int, info: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save({"model": m, "stage": stage, "base": report_base}, buf)
+        atomic_write_bytes(state_path, buf.getvalue())
+
+    from .prune import count_macs_params
+
+    report_base = base or count_macs_params(teacher, example)
+
+    def taylor_loss(m: nn.Module) -> torch.Tensor:
+        from .prune import default_taylor_loss
+
+        return default_taylor_loss(m, batch_x)
+
+    t0 = time.time()
+    report = prune(
+        model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
+        base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
+    )  # fmt: skip
+    report["seconds"] = time.time() - t0
+    record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,
+              "images": str(args.images), "teacher": str(args.model)}  # fmt: skip
+    export_model(src, model, paths["onnx"], record)
+    save_module(src, model, paths["pt"])
+    with tempfile.TemporaryDirectory() as tmp:
+        before_path = src.path if src.path.suffix.lower() == ".onnx" else Path(tmp) / "float.onnx"
+        if before_path != src.path:
+            export_module(teacher, example, before_path)
+        report["latency_before"] = measure_latency(before_path, iters=args.latency_iters)
+        report["latency_after"] = measure_latency(paths["onnx"], iters=args.latency_iters)
+        report.update(
+            latency_verdict(report["latency_before"]["p50_ms"], report["latency_after"]["p50_ms"])
+        )
+        if args.val:
+            fam = args.family or src.meta.family
+            if before_path == src.path:
+                report["eval_before"] = evaluate_file(before_path, args.val, fam)
+            report["eval_after"] = evaluate_file(paths["onnx"], args.val, fam)
+    _write_reports(paths, report, report_markdown(report, f"Pruning {Path(args.model).name}"))
+    print(f"wrote {paths['onnx']} ({report['macs_kept']:.1%} of MACs, {report['note']})")
+    return report
+
+
+def _read(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise TrainingError(f"cannot read image {path}")
+    return np.asarray(img)
+
+
+# -- distill ---------------------------------------------------------------------------------------
+
+
+def add_distill_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p, epochs_flag="--epochs", epochs_default=10)
+    p.add_argument("--teacher", required=True, help="the float teacher (same head layout)")
+
+
+def _same_layout(student: Source, teacher: Source) -> tuple[nn.Module, nn.Module, str]:
+    from .models.net import EdgeDet, ExportModel
+
+    s, t = student.model, teacher.model
+    if isinstance(s, EdgeDet) and isinstance(t, EdgeDet):
+        return s, t, "edgedet"
+    if isinstance(t, EdgeDet):
+        t = ExportModel(t, teacher.hw)
+    if isinstance(s, EdgeDet):
+        raise InvalidInputError(
+            "student is an EdgeDet but the teacher is not: give the teacher as an edgedet "
+            "checkpoint or .pt too"
+        )
+    return s, t, student.adapter if student.adapter == teacher.adapter else "raw"
+
+
+def run_distill(args: argparse.Namespace) -> dict[str, Any]:
+    from .distill import Distiller, list_images
+
+    paths = _out_paths(args.out)
+    student = load_source(args.model, args.family, args.imgsz)
+    teacher = load_source(args.teacher, args.family, args.imgsz)
+    s, t, adapter = _same_layout(student, teacher)
+    images = list_images(args.images, args.max_images)
+    paths["work"].mkdir(parents=True, exist_ok=True)
+    ck = paths["work"] / "distill.pt"
+    d = Distiller(
+        s, t, images, _preprocessor(student), _distill_config(args, args.epochs),
+        adapter=adapter, reg_max=student.reg_max, checkpoint=ck,
+        resume=args.resume and ck.is_file(),
+    )  # fmt: skip
+    res = d.fit()
+    record = {"kind": "distill", "config": d.cfg.to_dict(), "teacher": str(args.teacher),
+              "images": str(args.images), "adapter": adapter}  # fmt: skip
+    export_model(student, d.student, paths["onnx"], record)
+    save_module(student, d.student, paths["pt"])
+    report: dict[str, Any] = {"record": record, "history": res["history"]}
+    if args.val:
+        report["eval_after"] = evaluate_file(paths["onnx"], args.val, student.meta.family)
+    md = f"# Distillation of {Path(args.model).name}\n\n" + "\n".join(
+        f"- epoch {h['epoch']}: loss {h['loss']:.4f}" for h in res["history"]
+    )
+    _write_reports(paths, report, md + "\n")
+    print(f"wrote {paths['onnx']}")
+    return report
+
+
+# -- qat -------------------------------------------------------------------------------------------
+
+
+def add_qat_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p, epochs_flag="--epochs", epochs_default=3)
+    p.add_argument("--teacher", default=None, help="float teacher (default: the model itself)")
+    p.add_argument("--calib-images", type=int, default=64, help="images for initialisation")
+
+
+def run_qat(args: argparse.Namespace) -> dict[str, Any]:
+    from .distill import list_images
+    from .models.net import EdgeDet, ExportModel
+    from .qat import export_qdq, qat_distill
+
+    paths = _out_paths(args.out)
+    src = load_source(args.model, args.family, args.imgsz)
+    if args.teacher:
+        teacher_src = load_source(args.teacher, args.family, args.imgsz)
+        if type(teacher_src.model) is not type(src.model):
+            raise InvalidInputError("--teacher must be the same kind of model as MODEL for QAT")
+    images = list_images(args.images, args.max_images)
+    pre = _preprocessor(src)
+    calib = [torch.from_numpy(pre([_read(p)])[0]) for p in images[: args.calib_images]]
+    paths["work"].mkdir(parents=True, exist_ok=True)
+    ck = paths["work"] / "qat.pt"
+    cfg = _distill_config(args, args.epochs)
+    q, res = qat_distill(
+        src.model, calib, images, pre, cfg, adapter=src.adapter, reg_max=src.reg_max,
+        checkpoint=ck, resume=args.resume and ck.is_file(),
+    )  # fmt: skip
+    record = {"kind": "qat", "config": cfg.to_dict(), "images": str(args.images),
+              "calibration_images": len(calib), "library": "nncf"}  # fmt: skip
+    meta = src.meta.replace(
+        precision="int8", source="edgedet qat",
+        options={**dict(src.meta.options), "training": record},
+    )  # fmt: skip
+    wrapper = ExportModel(q, src.hw) if isinstance(src.model, EdgeDet) else q  # type: ignore[arg-type]
+    names = getattr(src.model, "input_names", None) or ["images"]
+    outs = getattr(src.model, "output_names", None) or ["output"]
+    info = export_qdq(wrapper, src.example(), paths["onnx"], meta=meta, input_names=names,
+                      output_names=outs)  # fmt: skip
+    report: dict[str, Any] = {"record": record, "history": res["history"], "export": info}
+    if args.val:
+        report["eval_after"] = evaluate_file(paths["onnx"], args.val, src.meta.family)
+    md = (
+        f"# QAT of {Path(args.model).name}\n\n- Q/DQ pairs: {info['quantize_linear']}\n"
+        f"- Q/DQ in the decode tail: {info['tail_quantizers']}\n"
+    )
+    _write_reports(paths, report, md)
+    print(f"wrote {paths['onnx']}")
+    return report
