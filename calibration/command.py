@@ -66,6 +66,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="also quantize the decode tail (not recommended; it is float by default)",
     )
     p.add_argument(
+        "--quantize-stem",
+        action="store_true",
+        help="also quantize the convs reading the input image (float by default)",
+    )
+    p.add_argument(
         "--head-convs",
         choices=("auto", "quantize", "float"),
         default="auto",
@@ -146,6 +151,7 @@ def spec_from_args(args: argparse.Namespace, **overrides: Any) -> CalibrationSpe
         "exclude_types": tuple(types),
         "exclude_patterns": tuple(patterns),
         "keep_decode_tail_float": not args.quantize_decode_tail,
+        "keep_stem_float": not args.quantize_stem,
         "head_convs": args.head_convs,
         "scope": args.scope,
         "max_map_drop": getattr(args, "max_map_drop", None),

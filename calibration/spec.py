@@ -19,7 +19,7 @@ from typing import Any
 
 from edgedet.errors import InvalidInputError
 
-from .tail import COMPUTE_OPS, DecodeTail, ensure_node_names, find_decode_tail
+from .tail import COMPUTE_OPS, DecodeTail, ensure_node_names, find_decode_tail, find_input_convs
 
 METHODS = ("minmax", "entropy", "percentile", "mse")
 HEAD_CONV_POLICIES = ("auto", "quantize", "float")
@@ -61,6 +61,8 @@ class CalibrationSpec:
         exclude_names / exclude_types / exclude_patterns: layers kept in float by node name, op
             type, or regular expression on the node name (``re.search``).
         keep_decode_tail_float: keep the decode tail in float (see `edgedet.calibration.tail`).
+        keep_stem_float: keep the convs that read the input image in float
+            (`edgedet.calibration.tail.find_input_convs`).
         head_convs: the head's last convs: ``auto`` (float for families in
             `FLOAT_HEAD_CONV_FAMILIES`), ``quantize`` or ``float``.
         max_map_drop: accuracy budget, absolute mAP50-95 points (0.5 = 0.005 mAP); None: no
@@ -81,6 +83,7 @@ class CalibrationSpec:
     exclude_types: tuple[str, ...] = ()
     exclude_patterns: tuple[str, ...] = ()
     keep_decode_tail_float: bool = True
+    keep_stem_float: bool = True
     head_convs: str = "auto"
     max_map_drop: float | None = None
     max_class_drop: float | None = None
@@ -232,6 +235,9 @@ def resolve_exclusions(
         if spec.keeps_head_convs_float(family):
             for name in tail.head_convs:
                 reasons.setdefault(name, "head conv")
+    if spec.keep_stem_float:
+        for name in find_input_convs(model):
+            reasons.setdefault(name, "stem")
     for name in extra:
         if name not in by_name:
             raise InvalidInputError(f"node {name!r} kept in float is not in the model")

@@ -25,7 +25,11 @@ def test_openvino_ir(
     src = CalibrationSource(tiny_detector, images=image_dir, num=6)
     out = tmp_path / "ir" / "tiny_int8.xml"
     res = quantize_openvino(
-        tiny_model, src, CalibrationSpec(method=method), out, tiny_detector.meta
+        tiny_model,
+        src,
+        CalibrationSpec(method=method, keep_stem_float=False),
+        out,
+        tiny_detector.meta,
     )
     assert out.is_file() and out.with_suffix(".bin").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == [

@@ -70,3 +70,17 @@ def test_yolov8_tail(models_dir: Path) -> None:
     assert len(heads) == 6 and all(".cv2." in w or ".cv3." in w for w in heads)
     # nothing from the backbone/neck (no SiLU Mul, no Resize)
     assert "Resize" not in ops and ops["Mul"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("yolox_nano_416.onnx", "Conv_41"),  # behind the Focus slices and concat
+        ("nanodet_m_320.onnx", "Conv_0"),
+        ("yolov8n_dequant_fp32_640.onnx", "/model.0/conv/Conv"),
+    ],
+)
+def test_input_convs(models_dir: Path, name: str, stem: str) -> None:
+    from edgedet.calibration.tail import find_input_convs
+
+    assert find_input_convs(_load(models_dir, name)) == (stem,)
