@@ -86,17 +86,17 @@ def load_source(model: str | Path, family: str | None = None, imgsz: int | None 
         ) from err
     if isinstance(ck, dict) and ck.get("kind") == MODULE_KIND:
         mod, meta = ck["model"], ModelMeta.from_dict(ck["meta"])
-        size = meta.input_size or (640, 640)
+        hw2 = meta.input_size or (640, 640)
         reg_max = int(getattr(getattr(mod, "cfg", None), "reg_max", 16))
-        return Source(mod, meta, (int(size[0]), int(size[1])), ck["adapter"], path, reg_max)
+        return Source(mod, meta, (int(hw2[0]), int(hw2[1])), ck["adapter"], path, reg_max)
     if isinstance(ck, dict) and "model_cfg" in ck:
         from .trainer import model_from_checkpoint, sample_meta
 
         det: EdgeDet = model_from_checkpoint(ck)
-        size = imgsz or int(ck.get("train_config", {}).get("imgsz", 640))
+        side = imgsz or int(ck.get("train_config", {}).get("imgsz", 640))
         names = det.cfg.class_names or tuple(f"class{i}" for i in range(det.cfg.num_classes))
-        meta = sample_meta(names, size, det.strides)
-        return Source(det, meta, (size, size), "edgedet", path, det.cfg.reg_max)
+        meta = sample_meta(names, side, det.strides)
+        return Source(det, meta, (side, side), "edgedet", path, det.cfg.reg_max)
     raise ModelLoadError(
         f"{path} is not a model edgedet can compress: expected .onnx, an edgedet training "
         "checkpoint or a .pt written by edgedet prune/distill/qat"
