@@ -24,14 +24,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from edgedet.errors import InvalidInputError, ModelLoadError, TrainingError
 from edgedet.meta import ModelMeta, atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported inside the functions: add_*_arguments must work without it
+    import torch
+    from torch import nn
 
 MODULE_KIND = "edgedet.module"
 
@@ -48,11 +50,15 @@ class Source:
     reg_max: int = 16
 
     def example(self) -> torch.Tensor:
+        import torch
+
         return torch.zeros(1, 3, *self.hw)
 
 
 def load_source(model: str | Path, family: str | None = None, imgsz: int | None = None) -> Source:
     """Load an ONNX file, an edgedet training checkpoint or a module file of these commands."""
+    import torch
+
     from .distill import adapter_for
     from .models.net import EdgeDet
 
@@ -104,6 +110,8 @@ def load_source(model: str | Path, family: str | None = None, imgsz: int | None 
 
 
 def save_module(src: Source, model: nn.Module, out: Path) -> Path:
+    import torch
+
     buf = io.BytesIO()
     torch.save(
         {"kind": MODULE_KIND, "model": model, "meta": src.meta.to_dict(), "adapter": src.adapter},
@@ -225,6 +233,8 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_prune(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from .distill import Distiller, list_images
     from .prune import (
         PruneConfig,
@@ -391,6 +401,8 @@ def add_qat_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_qat(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from .distill import list_images
     from .models.net import EdgeDet, ExportModel
     from .qat import export_qdq, qat_distill
