@@ -59,6 +59,13 @@ class TorchRuntime(RuntimeBase):
         self.module = model.to(self.device).eval()
         self.inputs = (TensorSpec(input_name, input_shape, np.dtype(np.float32)),)
         self.outputs = tuple(TensorSpec(n, (), np.dtype(np.float32)) for n in output_names)
+        if all(isinstance(d, int) for d in input_shape):
+            # A static input: one dry run gives the output shapes decoders validate against.
+            shape = tuple(int(d) for d in input_shape if d is not None)
+            dry = self.infer({input_name: np.zeros(shape, np.float32)})
+            self.outputs = tuple(
+                TensorSpec(n, tuple(dry[n].shape), np.dtype(np.float32)) for n in output_names
+            )
 
     def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
         if self._closed:
