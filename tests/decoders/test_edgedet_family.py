@@ -65,3 +65,35 @@ def test_family_registered_with_preset() -> None:
 
     fam = get_family("edgedet")
     assert fam.preset["color"] == "RGB" and fam.preset["letterbox"] == "center"
+
+
+def test_shipped_sample_model_finds_synthetic_objects() -> None:
+    """The embedded sample: meta fits the decoder, and on a held-out scene it finds the objects."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgedet.assets import SAMPLE_MODEL, sample_model_path
+    from edgedet.boxes import box_iou, nms
+    from edgedet.data.synthetic import SAMPLE_VAL_SEED, make_scenes
+    from edgedet.meta import read_meta
+    from edgedet.preprocess import Preprocessor
+
+    if not SAMPLE_MODEL.is_file():
+        pytest.skip("sample model not built (python recipes/build_sample.py)")
+    path = sample_model_path()
+    assert path.stat().st_size <= 5_000_000
+    meta = read_meta(path)
+    assert meta is not None and meta.family == "edgedet" and meta.input_size is not None
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.get_outputs()[0]
+    dec = FAMILY.make_decoder(
+        meta,
+        [Spec(out.name, tuple(d if isinstance(d, int) else None for d in out.shape))],
+        meta.input_size,
+    )
+    scene = make_scenes(1, SAMPLE_VAL_SEED, meta.input_size)[0]
+    x, lbs = Preprocessor(meta, meta.input_size)([scene.image])
+    (cand,) = dec({out.name: sess.run(None, {"images": x})[0]}, score_threshold=0.3)
+    keep = nms(cand.xyxy, cand.scores, 0.6, cand.class_ids)
+    boxes = lbs[0].to_original(cand.xyxy[keep])
+    iou = box_iou(scene.xyxy, boxes)
+    matched = (iou.max(1) > 0.5) & (cand.class_ids[keep][iou.argmax(1)] == scene.class_ids)
+    assert matched.mean() >= 0.75
