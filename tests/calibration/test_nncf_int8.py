@@ -79,3 +79,50 @@ def test_conv_with_bias_maps_to_the_convolution(tiny_model: Path) -> None:
     names = onnx_to_ov_names(ov_model, model, [conv])
     types = {op.get_friendly_name(): op.get_type_name() for op in ov_model.get_ops()}
     assert "Convolution" in {types[n] for n in names}
+
+
+def test_nncf_onnx_backend_writes_qdq(
+    tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    from edgedet.calibration.nncf_int8 import quantize_onnx_nncf
+
+    from edgedet.meta import is_quantized_onnx
+
+    src = CalibrationSource(tiny_detector, images=image_dir, num=4)
+    out = tmp_path / "nncf_qdq.onnx"
+    spec = CalibrationSpec(method="minmax", keep_stem_float=False)
+    quantize_onnx_nncf(tiny_model, src, spec, out, tiny_detector.meta)
+    assert is_quantized_onnx(out)
+    meta = read_meta(out)
+    assert (
+        meta is not None
+        and meta.calibration is not None
+        and meta.calibration["tool"] == "nncf+onnx"
+    )
+    det = edgedet.load(out)
+    det(np.full((32, 32, 3), 90, np.uint8))
+    det.close()
+
+
+def test_accuracy_control_uses_edgedet_map(
+    tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    from edgedet.calibration.nncf_int8 import (
+        make_validation_fn,
+        quantize_openvino_with_accuracy_control,
+    )
+
+    from edgedet.data import load_dataset
+    from tests.calibration.test_command import _yolo_dataset
+
+    val = load_dataset(_yolo_dataset(tmp_path / "val", image_dir))
+    validate = make_validation_fn(tiny_detector.meta, val)
+    score, _ = validate(ov.Core().read_model(str(tiny_model)), list(val.samples))
+    assert 0.0 <= score <= 1.0
+    src = CalibrationSource(tiny_detector, images=image_dir, num=4)
+    out = tmp_path / "ac.xml"
+    spec = CalibrationSpec(method="minmax", keep_stem_float=False)
+    res = quantize_openvino_with_accuracy_control(
+        tiny_model, src, spec, out, tiny_detector.meta, val, max_drop_points=1.0
+    )
+    assert out.is_file() and res.record["max_drop_points"] == 1.0

@@ -17,7 +17,7 @@ from edgedet.errors import CalibrationError
 from edgedet.meta import is_quantized_onnx, read_meta
 
 
-@pytest.mark.parametrize("method", ["minmax", "mse"])
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "mse"])
 def test_tiny_dynamic_batch_qdq(
     tiny_detector, tiny_model: Path, image_dir: Path, tmp_path: Path, method: str
 ) -> None:
