@@ -238,6 +238,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     from .distill import Distiller, list_images
     from .prune import (
         PruneConfig,
+        check_prunable,
         export_module,
         latency_verdict,
         measure_latency,
@@ -269,6 +270,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
         print(f"resuming after stage {start} of {cfg.stages}", flush=True)
     example = src.example()
+    check_prunable(model, example)
     x0, _ = pre([_read(images[0])])
     batch_x = torch.from_numpy(x0)
 

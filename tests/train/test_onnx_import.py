@@ -56,6 +56,12 @@ def test_nanodet_m_parity(models_dir: Path) -> None:
     for a, b in zip(ref, got):
         assert a.shape == b.shape
         assert float(np.abs(a - b).max()) < 1e-3
+    # its channel shuffle splits tensors: pruning refuses it with the reason
+    from edgedet.errors import TrainingError
+    from edgedet.train.prune import check_prunable
+
+    with pytest.raises(TrainingError, match="splits tensors"):
+        check_prunable(m, torch.from_numpy(x))
 
 
 def _tiny_graph(op_extra: str | None = None) -> onnx.ModelProto:
