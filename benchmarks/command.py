@@ -89,7 +89,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="R",
         help="runtime(s): onnxruntime, openvino, tensorrt... (default: by file suffix, "
-        ".onnx -> onnxruntime, .xml -> openvino, .engine -> tensorrt)",
+        ".onnx -> onnxruntime, .xml -> openvino, .engine -> tensorrt; for the embedded sample: "
+        "every installed CPU runtime)",
     )
     g.add_argument(
         "--precision",
@@ -370,6 +371,11 @@ def run_bench(args: argparse.Namespace) -> int:
         if not sample.is_file():
             return _err(NO_MODEL_HELP.format(path=sample))
         args.model = [str(sample)]
+        if not args.runtime:
+            # The embedded default shows the runtimes side by side: every CPU runtime installed.
+            from edgedet.runtimes.registry import probe
+
+            args.runtime = [r for r in ("onnxruntime", "openvino") if probe(r)["available"]]
         if args.data is None:
             from edgedet.data.synthetic import sample_validation_set
 
