@@ -25,9 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from edgedet.errors import InvalidInputError
+from edgedet.errors import InferenceError, InvalidInputError
 
 from .stats import summarize_ns
+
+#: How long throughput measurement waits for a free request slot before giving up.
+STALL_SECONDS = 30.0
 
 STAGES: tuple[str, ...] = ("e2e", "preprocess", "infer", "postprocess")
 
@@ -236,7 +239,12 @@ def measure_throughput(
 
     def submit(k: int) -> None:
         feeds, metas = detector.preprocess(batches[k % len(batches)])
-        slots.acquire()
+        # A request that fails inside the runtime never calls back, so its slot is never
+        # released: wait with a timeout and let wait_all() raise the runtime's error instead
+        # of blocking here forever.
+        while not slots.acquire(timeout=STALL_SECONDS):
+            runtime.wait_all()
+            raise InferenceError(f"async requests stopped calling back for {STALL_SECONDS:.0f} s")
         try:
             runtime.submit(feeds, callback, metas)
         except BaseException:
