@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from edgedet.runtimes import registry
 
 from edgedet.errors import InvalidInputError, RuntimeUnavailableError
-from edgedet.runtimes import registry
 
 
 @pytest.mark.parametrize(

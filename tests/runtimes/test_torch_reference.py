@@ -23,6 +23,7 @@ def test_torch_reference_matches_onnxruntime(
     model: str, family: str, models_dir: Path, datasets_dir: Path
 ) -> None:
     from edgedet.runtimes.torch_runtime import TorchRuntime
+
     from edgedet.train.onnx_import import convert_onnx
 
     path = models_dir / model
