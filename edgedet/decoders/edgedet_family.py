@@ -9,41 +9,22 @@ graph. Preprocessing: RGB, 0-1, centred letterbox padded with 114.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 from edgedet.meta import ModelMeta
 
-from .base import Candidates, Family, OutputSpecLike, output_mismatch, select_scores
+from .base import Family, OutputSpecLike, output_mismatch
+from .yolov8 import YoloV8Decoder
 
 OUTPUT_NAME = "output"
 
 
-class EdgeDetDecoder:
-    def __init__(self, output_name: str, num_classes: int):
-        self.output_name = output_name
-        self.num_classes = num_classes
+class EdgeDetDecoder(YoloV8Decoder):
+    """The decoder of edgedet's own models: YOLOv8's dense decoder on ``[B, N, 4 + nc]`` with
+    xyxy boxes (same threshold-and-argmax; only the box columns differ)."""
 
-    def __call__(
-        self,
-        outputs: Mapping[str, np.ndarray],
-        *,
-        score_threshold: float,
-        multi_label: bool = False,
-        max_candidates: int = 30000,
-    ) -> list[Candidates]:
-        out = np.asarray(outputs[self.output_name])
-        if out.ndim == 2:
-            out = out[None]
-        results = []
-        for pred in out:
-            rows, cls, conf = select_scores(
-                pred[:, 4:], score_threshold, multi_label, max_candidates
-            )
-            xyxy = np.ascontiguousarray(pred[rows, :4], dtype=np.float32)
-            results.append(Candidates(xyxy, conf, cls))
-        return results
+    def __init__(self, output_name: str, num_classes: int):
+        super().__init__(output_name, num_classes, transposed=True, box_format="xyxy")
 
 
 def num_cells(input_hw: tuple[int, int], strides: Sequence[int]) -> int:

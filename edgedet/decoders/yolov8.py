@@ -18,10 +18,16 @@ from .base import Candidates, Family, OutputSpecLike, output_mismatch, select_sc
 
 
 class YoloV8Decoder:
-    def __init__(self, output_name: str, num_classes: int, transposed: bool):
+    """Dense ``[B, 4 + nc, N]`` (or transposed ``[B, N, 4 + nc]``) outputs: four box columns
+    (``cxcywh``, Ultralytics, or ``xyxy``, edgedet's own models) then per-class scores."""
+
+    def __init__(
+        self, output_name: str, num_classes: int, transposed: bool, box_format: str = "cxcywh"
+    ):
         self.output_name = output_name
         self.num_classes = num_classes
         self.transposed = transposed  # True: [B, N, 4+nc]
+        self.box_format = box_format
 
     def __call__(
         self,
@@ -31,7 +37,7 @@ class YoloV8Decoder:
         multi_label: bool = False,
         max_candidates: int = 30000,
     ) -> list[Candidates]:
-        out = outputs[self.output_name]
+        out = np.asarray(outputs[self.output_name])
         if out.ndim == 2:
             out = out[None]
         results = []
@@ -40,9 +46,13 @@ class YoloV8Decoder:
             rows, cls, conf = select_scores(
                 pred[:, 4:], score_threshold, multi_label, max_candidates
             )
-            # float32 before the arithmetic: fp16 outputs would round cx - w/2 again
-            xyxy = cxcywh_to_xyxy(pred[rows, :4].astype(np.float32))
-            results.append(Candidates(xyxy, conf, cls))
+            boxes = pred[rows, :4].astype(np.float32)
+            xyxy = (
+                cxcywh_to_xyxy(boxes)
+                if self.box_format == "cxcywh"
+                else np.ascontiguousarray(boxes)
+            )
+            results.append(Candidates(xyxy.astype(np.float32, copy=False), conf, cls))
         return results
 
 
