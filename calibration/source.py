@@ -175,15 +175,7 @@ class CalibrationSource:
         skipped: list[str] = []
         # Read every picked file once: hash it and check that it decodes.
         for path in picked:
-            try:
-                data = path.read_bytes()
-            except OSError as err:
-                skipped.append(f"{path}: unreadable ({err.strerror or err})")
-                continue
-            if decode(data) is None:
-                skipped.append(f"{path}: not a decodable image ({len(data)} bytes)")
-                continue
-            entries.append(ImageEntry(path, len(data), hashlib.sha256(data).hexdigest()))
+            _add_entry(path, entries, skipped)
         # Top up from the images not drawn so a few bad files do not shrink the set.
         if skipped and len(candidates) > len(picked):
             chosen = set(picked)
@@ -191,15 +183,7 @@ class CalibrationSource:
             for path in rest:
                 if len(entries) >= num:
                     break
-                try:
-                    data = path.read_bytes()
-                except OSError as err:
-                    skipped.append(f"{path}: unreadable ({err.strerror or err})")
-                    continue
-                if decode(data) is None:
-                    skipped.append(f"{path}: not a decodable image ({len(data)} bytes)")
-                    continue
-                entries.append(ImageEntry(path, len(data), hashlib.sha256(data).hexdigest()))
+                _add_entry(path, entries, skipped)
         for msg in skipped:
             log.warning("calibration: skipped %s", msg)
         if not entries:
@@ -304,3 +288,17 @@ class CalibrationSource:
     def record(self) -> dict[str, Any]:
         """The part of the calibration record that describes the images."""
         return self.report.to_dict()
+
+
+def _add_entry(path: Path, entries: list[ImageEntry], skipped: list[str]) -> None:
+    """Read ``path`` once: append its entry (size, sha256) if it decodes, else a reason to
+    ``skipped``."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        skipped.append(f"{path}: unreadable ({err.strerror or err})")
+        return
+    if decode(data) is None:
+        skipped.append(f"{path}: not a decodable image ({len(data)} bytes)")
+        return
+    entries.append(ImageEntry(path, len(data), hashlib.sha256(data).hexdigest()))

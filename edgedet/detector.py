@@ -398,16 +398,6 @@ class Detector:
 
 # -- load() ------------------------------------------------------------------------------------
 
-_DETECTOR_SETTINGS = (
-    "score_threshold",
-    "iou_threshold",
-    "max_detections",
-    "classes",
-    "nms",
-    "multi_label",
-    "max_candidates",
-)
-
 
 def resolve_meta(
     path: Path | None, family: str | None, meta: ModelMeta | None, overrides: Mapping[str, Any]

@@ -29,10 +29,9 @@ _CONVENTIONAL = {
 
 
 class End2EndDecoder:
-    def __init__(self, roles: dict[str, str], num_classes: int, box_format: str = "xyxy"):
+    def __init__(self, roles: dict[str, str], num_classes: int):
         self.roles = roles
         self.num_classes = num_classes
-        self.box_format = box_format
 
     def __call__(
         self,
