@@ -285,13 +285,44 @@ def test_nms_just_above_and_below_threshold(thr: float, class_aware: bool) -> No
     assert nms(below, scores, thr, cls).tolist() == [0, 1]  # IoU <= thr: kept
 
 
-def test_nms_iou_exactly_at_threshold_is_kept() -> None:
+@pytest.mark.parametrize("backend", ["opencv", "numpy"])
+def test_nms_iou_exactly_at_threshold_is_kept(backend: str) -> None:
     # [0,0,30,10] and [10,0,40,10]: intersection 200, union 400, IoU exactly 0.5.
     boxes = np.array([[0, 0, 30, 10], [10, 0, 40, 10]], np.float32)
     scores = np.array([0.9, 0.8], np.float32)
     assert box_iou(boxes[:1], boxes[1:])[0, 0] == 0.5
-    assert nms(boxes, scores, 0.5).tolist() == [0, 1]
-    assert nms(boxes, scores, np.nextafter(0.5, 0)).tolist() == [0]
+    assert nms(boxes, scores, 0.5, backend=backend).tolist() == [0, 1]  # type: ignore[arg-type]
+    # OpenCV compares in float32, so "just below 0.5" is the float32 neighbour there.
+    below = (
+        np.nextafter(np.float32(0.5), np.float32(0))
+        if backend == "opencv"
+        else np.nextafter(0.5, 0)
+    )
+    assert nms(boxes, scores, float(below), backend=backend).tolist() == [0]  # type: ignore[arg-type]
+
+
+def test_nms_backends_agree_on_random_candidates() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 400))
+        xy = rng.uniform(0, 600, (n, 2))
+        wh = rng.uniform(1, 200, (n, 2))
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        cls = rng.integers(0, 5, n)
+        thr = float(rng.uniform(0.2, 0.8))
+        for c in (None, cls):
+            a = nms(boxes, scores, thr, c, backend="opencv")
+            b = nms(boxes, scores, thr, c, backend="numpy")
+            assert a.tolist() == b.tolist()
+
+
+def test_nms_rejects_unknown_backend_and_nan_scores() -> None:
+    boxes = np.array([[0, 0, 1, 1]], np.float32)
+    with pytest.raises(InvalidInputError, match="backend"):
+        nms(boxes, np.array([0.5], np.float32), 0.5, backend="torch")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="NaN"):
+        nms(boxes, np.array([np.nan], np.float32), 0.5)
 
 
 def test_nms_torchvision_style_many_boxes_one_over_threshold() -> None:

@@ -345,3 +345,29 @@ def test_cv2_reads_what_as_bgr_image_expects(tmp_path: object) -> None:
     assert ok
     decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(as_bgr_image(decoded), img)
+
+
+@pytest.mark.parametrize("style", ["center", "topleft"])
+def test_letterbox_equals_resize_then_pad(style: str) -> None:
+    # letterbox resizes into the canvas in place; it must equal resize + copyMakeBorder.
+    rng = np.random.default_rng(11)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(1, 900, 2))
+        th, tw = (int(v) for v in rng.integers(8, 700, 2))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out, lb = letterbox(img, (th, tw), style, 114)
+        nw, nh = round(lb.scale_x * w), round(lb.scale_y * h)
+        top, left = int(lb.pad_y), int(lb.pad_x)
+        ref = (
+            img if (nw, nh) == (w, h) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        )
+        ref = cv2.copyMakeBorder(
+            ref,
+            top,
+            th - nh - top,
+            left,
+            tw - nw - left,
+            cv2.BORDER_CONSTANT,
+            value=(114, 114, 114),
+        )
+        np.testing.assert_array_equal(out, ref)
