@@ -400,6 +400,25 @@ def add_qat_arguments(p: argparse.ArgumentParser) -> None:
     _common(p, epochs_flag="--epochs", epochs_default=3)
     p.add_argument("--teacher", default=None, help="float teacher (default: the model itself)")
     p.add_argument("--calib-images", type=int, default=64, help="images for initialisation")
+    p.add_argument(
+        "--keep-float", action="append", default=[], metavar="LAYER[,LAYER...]",
+        help="layers kept in float besides the stem: module names, or ONNX node names of a "
+        "converted model (e.g. the layers edgedet calibrate's mixed-precision search kept)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quantize-stem",
+        action="store_true",
+        help="quantize the convs reading the input image too (default: float)",
+    )
+    p.add_argument(
+        "--scope",
+        default="conv_inputs",
+        choices=["conv_inputs", "all"],
+        help="quantize only compute-op inputs (default) or NNCF's every-op default",
+    )
+    p.add_argument("--symmetric-activations", action="store_true",
+                   help="signed int8 activations (default uint8: OpenVINO without VNNI "
+                   "saturates on signed ones)")  # fmt: skip
 
 
 def run_qat(args: argparse.Namespace) -> dict[str, Any]:
@@ -411,22 +430,29 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
 
     paths = _out_paths(args.out)
     src = load_source(args.model, args.family, args.imgsz)
+    teacher = None
     if args.teacher:
         teacher_src = load_source(args.teacher, args.family, args.imgsz)
         if type(teacher_src.model) is not type(src.model):
             raise InvalidInputError("--teacher must be the same kind of model as MODEL for QAT")
+        teacher = teacher_src.model
     images = list_images(args.images, args.max_images)
     pre = _preprocessor(src)
     calib = [torch.from_numpy(pre([_read(p)])[0]) for p in images[: args.calib_images]]
     paths["work"].mkdir(parents=True, exist_ok=True)
     ck = paths["work"] / "qat.pt"
     cfg = _distill_config(args, args.epochs)
+    keep = [k.strip() for arg in args.keep_float for k in arg.split(",") if k.strip()]
     q, res = qat_distill(
         src.model, calib, images, pre, cfg, adapter=src.adapter, reg_max=src.reg_max,
-        checkpoint=ck, resume=args.resume and ck.is_file(),
+        checkpoint=ck, resume=args.resume and ck.is_file(), keep_float=keep,
+        keep_stem_float=not args.quantize_stem, scope=args.scope,
+        symmetric_activations=args.symmetric_activations, teacher=teacher,
     )  # fmt: skip
     record = {"kind": "qat", "config": cfg.to_dict(), "images": str(args.images),
-              "calibration_images": len(calib), "library": "nncf"}  # fmt: skip
+              "teacher": str(args.teacher or args.model),
+              "calibration_images": len(calib), "library": "nncf",
+              "quantization": res["quantization"]}  # fmt: skip
     meta = src.meta.replace(
         precision="int8", source="edgedet qat",
         options={**dict(src.meta.options), "training": record},
@@ -439,10 +465,20 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"record": record, "history": res["history"], "export": info}
     if args.val:
         report["eval_after"] = evaluate_file(paths["onnx"], args.val, src.meta.family)
+    tail = (
+        info["tail_quantizers"]
+        if info["tail_quantizers"] >= 0
+        else "not checked (calibration/ not importable)"
+    )
     md = (
         f"# QAT of {Path(args.model).name}\n\n- Q/DQ pairs: {info['quantize_linear']}\n"
-        f"- Q/DQ in the decode tail: {info['tail_quantizers']}\n"
-    )
+        f"- Q/DQ in the decode tail: {tail}\n"
+        f"- activations: {res['quantization']['activations']}, scope "
+        f"{res['quantization']['scope']}\n- kept float: "
+        + (", ".join(f"{k} ({v})" for k, v in res["quantization"]["float_layers"].items())
+           or "none")
+        + "\n"
+    )  # fmt: skip
     _write_reports(paths, report, md)
     print(f"wrote {paths['onnx']}")
     return report
