@@ -585,7 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = args.func(args)
+        # Plugged commands return their report (a dict) for Python callers: success here.
+        return rc if isinstance(rc, int) else 0
     except EdgedetError as err:
         print(f"edgedet: error: {err}", file=sys.stderr)
         return 2

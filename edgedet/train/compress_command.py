@@ -71,6 +71,13 @@ def load_source(model: str | Path, family: str | None = None, imgsz: int | None 
         from .onnx_import import convert_onnx
 
         mod = convert_onnx(path)
+        from .rewrite import split_convs
+
+        # Conv -> SiLU -> Split (YOLOv8's C2f) becomes one conv per part: same outputs, and
+        # channel pruning can follow it.
+        rewritten = split_convs(mod)
+        if rewritten:
+            print(f"{path.name}: rewrote {len(rewritten)} channel-split outputs as separate convs")
         meta = resolve_meta(path, family, None, {})
         shape = mod.input_shapes[0] if mod.input_shapes else ()
         hw = meta.input_size or (
@@ -226,9 +233,29 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
     _common(p, epochs_flag="--recover-epochs", epochs_default=0)
     p.add_argument("--target-macs", type=float, default=None, help="fraction of MACs kept")
     p.add_argument("--target-params", type=float, default=None, help="fraction of params kept")
-    p.add_argument("--importance", default="l1", choices=["l1", "l2", "bnscale", "taylor"])
-    p.add_argument("--round-to", type=int, default=8)
-    p.add_argument("--per-layer", action="store_true", help="same ratio per layer (not global)")
+    p.add_argument(
+        "--importance", default="activation",
+        choices=["activation", "l1", "l2", "bnscale", "taylor"],
+        help="channel ranking (default activation: variance on the calibration images x the "
+        "weights that read the channel)",
+    )  # fmt: skip
+    p.add_argument(
+        "--round-to", type=int, default=0,
+        help="make channel counts a multiple of N (default 0: off; on small models rounding "
+        "forces coarse jumps: a 16-channel layer can only go to 8)",
+    )  # fmt: skip
+    p.add_argument(
+        "--global-ranking", action="store_true",
+        help="one ranking across layers (default: the same ratio in every layer)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-compensate", action="store_true",
+        help="do not fold removed channels' mean activations into the next layers' biases",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-images", type=int, default=32,
+        help="images (from --images) for activation statistics",
+    )  # fmt: skip
     p.add_argument("--stages", type=int, default=1, help="prune -> recover steps")
 
 
@@ -239,7 +266,6 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     from .prune import (
         PruneConfig,
         check_prunable,
-        export_module,
         latency_verdict,
         measure_latency,
         prune,
@@ -253,7 +279,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     target = args.target_params if metric == "params" else (args.target_macs or 0.7)
     cfg = PruneConfig(
         target=target, metric=metric, importance=args.importance, round_to=args.round_to or None,
-        global_pruning=not args.per_layer, stages=args.stages,
+        global_pruning=args.global_ranking, stages=args.stages, compensate=not args.no_compensate,
     )  # fmt: skip
     cfg.validate()
     src = load_source(args.model, args.family, args.imgsz)
@@ -273,6 +299,8 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     check_prunable(model, example)
     x0, _ = pre([_read(images[0])])
     batch_x = torch.from_numpy(x0)
+    n_cal = max(1, min(args.calibration_images, len(images)))
+    calibration = torch.from_numpy(pre([_read(p) for p in images[:n_cal]])[0])
 
     def recover(m: nn.Module, stage: int) -> None:
         if args.epochs <= 0:
@@ -304,6 +332,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     report = prune(
         model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
         base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
+        calibration=calibration,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
     record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,
@@ -313,7 +342,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         before_path = src.path if src.path.suffix.lower() == ".onnx" else Path(tmp) / "float.onnx"
         if before_path != src.path:
-            export_module(teacher, example, before_path)
+            export_model(src, teacher, before_path, {"kind": "float reference"})
         report["latency_before"] = measure_latency(before_path, iters=args.latency_iters)
         report["latency_after"] = measure_latency(paths["onnx"], iters=args.latency_iters)
         report.update(
@@ -321,8 +350,8 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         )
         if args.val:
             fam = args.family or src.meta.family
-            if before_path == src.path:
-                report["eval_before"] = evaluate_file(before_path, args.val, fam)
+            # the exported float teacher (or the source file itself) through the same harness
+            report["eval_before"] = evaluate_file(before_path, args.val, fam)
             report["eval_after"] = evaluate_file(paths["onnx"], args.val, fam)
     _write_reports(paths, report, report_markdown(report, f"Pruning {Path(args.model).name}"))
     print(f"wrote {paths['onnx']} ({report['macs_kept']:.1%} of MACs, {report['note']})")

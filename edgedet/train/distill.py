@@ -180,14 +180,23 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class _Bar:
-    """A one-line progress bar on stderr when it is a terminal."""
+    """A one-line progress bar on stderr when it is a terminal; otherwise (logs, CI) a plain
+    line at every quarter of the epoch, so a long run in a log file still shows it is alive."""
 
     def __init__(self, total: int, desc: str):
         self.total, self.desc, self.t0 = total, desc, time.time()
         self.on = sys.stderr.isatty()
+        self._quarter = 0
 
     def update(self, n: int, extra: str = "") -> None:
         if not self.on:
+            quarter = 4 * n // max(self.total, 1)
+            if quarter > self._quarter and n < self.total:
+                self._quarter = quarter
+                sys.stderr.write(
+                    f"{self.desc}: {n}/{self.total} batches, {time.time() - self.t0:.0f} s {extra}\n"
+                )
+                sys.stderr.flush()
             return
         frac = n / max(self.total, 1)
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))

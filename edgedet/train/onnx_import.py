@@ -12,8 +12,8 @@ quantizers on them. Activations that are modules in ONNX terms (``Sigmoid``, ``L
 the graph's order.
 
 Supported ops: Conv, Sigmoid, Mul, Add, Sub, Div, Concat, Slice, MaxPool, Reshape, Resize
-(nearest / linear), Transpose, LeakyRelu, Relu, Split, Shape, Gather, Unsqueeze, Cast, Constant,
-Identity. Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
+(nearest / linear), Transpose, LeakyRelu, Relu, Softmax, Split, Shape, Gather, Unsqueeze, Cast,
+Constant, Identity. Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
 Shape arithmetic (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) is run eagerly, so the
 module works for the input size it was exported with and for other batch sizes where the graph
 computes shapes. A ``Reshape`` to a constant shape whose first entry is the graph's static batch
@@ -37,8 +37,8 @@ from edgedet.errors import IncompatibleModelError, ModelLoadError
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "Add", "Cast", "Concat", "Constant", "Conv", "Div", "Gather", "Identity", "LeakyRelu",
-    "MaxPool", "Mul", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Split", "Sub",
-    "Transpose", "Unsqueeze",
+    "MaxPool", "Mul", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax",
+    "Split", "Sub", "Transpose", "Unsqueeze",
 )  # fmt: skip
 
 # ONNX TensorProto data type -> torch dtype (the ones Cast meets in detector graphs)
@@ -148,6 +148,39 @@ class OnnxModule(nn.Module):
                 out.append(m)
         return out
 
+    def fixed_channel_convs(self) -> list[nn.Conv2d]:
+        """Convolutions whose output reaches a ``Reshape`` to a constant shape through no other
+        convolution: their channel count is written into the graph (YOLOv8's box
+        distributions, reshaped to [1, 4, 16, N]), so pruning must keep them whole."""
+        consumers: dict[str, list[int]] = {}
+        for i, (_, _, ins, _, _) in enumerate(self.steps):
+            for t in ins:
+                consumers.setdefault(t, []).append(i)
+        found: list[nn.Conv2d] = []
+        for op, key, _, outs, _ in self.steps:
+            if op != "Conv":
+                continue
+            seen: set[int] = set()
+            frontier = list(outs)
+            hit = False
+            while frontier and not hit:
+                for j in consumers.get(frontier.pop(), []):
+                    if j in seen:
+                        continue
+                    seen.add(j)
+                    jop, _, jins, jouts, _ = self.steps[j]
+                    if jop == "Conv":
+                        continue
+                    if jop == "Reshape" and len(jins) > 1 and jins[1] in self._const_keys:
+                        hit = True
+                        break
+                    frontier.extend(jouts)
+            if hit:
+                m = self.layers[key]
+                assert isinstance(m, nn.Conv2d)
+                found.append(m)
+        return found
+
     def forward(self, *inputs: torch.Tensor) -> Any:
         if len(inputs) != len(self.input_names):
             raise IncompatibleModelError(
@@ -185,6 +218,8 @@ class OnnxModule(nn.Module):
             return x[0]
         if op == "Concat":
             return torch.cat(x, int(at.get("axis", 0)))
+        if op == "Softmax":
+            return torch.softmax(x[0], int(at.get("axis", -1)))
         if op == "Transpose":
             return x[0].permute(*at["perm"])
         if op == "Constant":

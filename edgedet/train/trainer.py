@@ -21,6 +21,7 @@ the epoch order; rank 0 evaluates and writes. The same command runs on one CPU.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -302,6 +303,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise TrainingError(
             f"{p} is not a readable edgedet checkpoint ({type(err).__name__}: {err})"
         ) from err
+    if (
+        isinstance(ck, dict)
+        and ck.get("kind") == "edgedet.module"
+        and isinstance(ck.get("model"), EdgeDet)
+    ):
+        # a pruned EdgeDet written by `edgedet prune` / `distill`: its channels differ from
+        # what its config builds, so the module itself is the architecture
+        mod: EdgeDet = ck["model"]
+        return {"model_cfg": mod.cfg.to_dict(), "model": mod.state_dict(), "architecture": mod}
     if not isinstance(ck, dict) or "model_cfg" not in ck or "model" not in ck:
         raise TrainingError(
             f"{p} is not an edgedet checkpoint (no model_cfg / model); was it written by edgedet train?"
@@ -309,8 +319,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
+def build_model(ck: dict[str, Any]) -> EdgeDet:
+    """An untrained-shape EdgeDet for a checkpoint: its pruned ``architecture`` when it has one
+    (copied, weights to be loaded), otherwise built from ``model_cfg``."""
+    arch = ck.get("architecture")
+    if arch is not None:
+        return copy.deepcopy(arch)  # type: ignore[no-any-return]
+    return EdgeDet(ModelConfig.from_dict(ck["model_cfg"]))
+
+
 def model_from_checkpoint(ck: dict[str, Any], use_ema: bool = True) -> EdgeDet:
-    model = EdgeDet(ModelConfig.from_dict(ck["model_cfg"]))
+    model = build_model(ck)
     sd: dict[str, Any] = ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"]
     model.load_state_dict(sd)
     return model.eval()
@@ -506,8 +525,24 @@ class Trainer:
         else:
             mcfg = ModelConfig(nc, cfg.model, cfg.p2, cfg.activation, cfg.reg_max, self.class_names)
         torch.manual_seed(cfg.seed)
-        model = EdgeDet(mcfg)
-        model.head.init_bias(cfg.imgsz)
+        arch = (ck or init or {}).get("architecture")
+        if arch is not None:
+            # a pruned model: fine-tune it as it is (no new head, no transfer to other classes)
+            if tuple(arch.cfg.class_names or ()) != tuple(self.class_names):
+                raise InvalidInputError(
+                    f"the pruned model's classes {list(arch.cfg.class_names or ())} differ from "
+                    f"the dataset's {list(self.class_names)}; fine-tune it on the same classes"
+                )
+            model = build_model({"architecture": arch})
+            mcfg = model.cfg
+            if ck is None and init is not None:
+                model.load_state_dict(init.get("ema") or init["model"])
+                self.log(f"fine-tuning the pruned model from {cfg.from_ckpt}")
+            init = None
+        else:
+            model = EdgeDet(mcfg)
+            model.head.init_bias(cfg.imgsz)
+        self._architecture = arch
         if init is not None:
             sd = init.get("ema") or init["model"]
             copied, skipped = transfer_weights(model, sd)
@@ -601,6 +636,8 @@ class Trainer:
             "version": CHECKPOINT_VERSION,
             "model_cfg": self.model.cfg.to_dict(),
             "model": self.model.state_dict(),
+            # pruned models: the module skeleton, since model_cfg no longer builds it
+            "architecture": self._architecture,
             "ema": self.ema.ema.state_dict(),
             "ema_updates": self.ema.updates,
             "optimizer": self.opt.state_dict(),

@@ -130,6 +130,41 @@ def test_transfer_to_another_class_list(tiny_data: Path, full_run: Path, tmp_pat
     assert ck["model_cfg"]["class_names"] == ["car", "bus"]
 
 
+def test_pruned_model_fine_tunes_with_labels_and_resumes(
+    tiny_data: Path, full_run: Path, tmp_path: Path
+) -> None:
+    # `edgedet prune` writes the pruned module; the trainer fine-tunes it as it is (labels as
+    # recovery), its checkpoints carry the pruned architecture, and a kill + resume is exact.
+    import io
+
+    from edgedet.meta import atomic_write_bytes
+    from edgedet.train.prune import PruneConfig, conv_channels, prune
+    from edgedet.train.trainer import model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(full_run / "best.pt"))
+    prune(model, torch.zeros(1, 3, SIZE, SIZE), PruneConfig(target=0.6))
+    pruned_channels = conv_channels(model)
+    buf = io.BytesIO()
+    torch.save({"kind": "edgedet.module", "model": model, "meta": {}, "adapter": "edgedet"}, buf)
+    atomic_write_bytes(tmp_path / "pruned.pt", buf.getvalue())
+
+    def cfg(out: Path, **kw: object) -> TrainConfig:
+        return _cfg(tiny_data, out, from_ckpt=str(tmp_path / "pruned.pt"), **kw)
+
+    logs: list[str] = []
+    Trainer(cfg(tmp_path / "a"), log=logs.append).fit()
+    assert any("fine-tuning the pruned model" in m for m in logs)
+    ck = load_checkpoint(tmp_path / "a" / "last.pt")
+    tuned = model_from_checkpoint(ck)
+    assert conv_channels(tuned) == pruned_channels  # still pruned, not rebuilt from the config
+    # interrupted after 6 of 8 steps, resumed: same weights as the uninterrupted run
+    Trainer(cfg(tmp_path / "b"), log=_quiet).fit(stop_after_steps=6)
+    Trainer(cfg(tmp_path / "b", resume=True), log=_quiet).fit()
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    for k, v in ck["model"].items():
+        assert torch.equal(v, b["model"][k]), f"model.{k} differs after resume"
+
+
 def test_bad_class_names_in_options(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(
         InvalidInputError, match=r"--class-weights names \['bus'\] not in the class list"
