@@ -590,29 +590,21 @@ def cached_engine(
     )  # fmt: skip
     if timing_cache is None:
         timing_cache = root / f"timing-{target.trt_version}-{target.sm}.cache"
-    meta = read_meta(onnx_path)
-    result = build_serialized_engine(
-        onnx_bytes,
-        meta=meta,
-        where=str(onnx_path),
+    build_engine(
+        onnx_path,
+        engine_path,
         precision=precision,
         max_batch=max_batch,
         dla_core=dla_core,
         workspace_mb=workspace_mb,
         timing_cache=timing_cache,
-        onnx_path=onnx_path,
+        device_index=device_index,
     )
-    record = _engine_record(
-        target=target,
-        precision=result.precision,
-        model_sha256=model_sha,
-        dla_core=dla_core,
-        max_batch=max_batch,
-        engine_bytes=result.engine_bytes,
-        cache_key=key,
-        source=onnx_path.name,
-    )
-    write_engine_files(
-        engine_path, result.engine_bytes, record, _meta_for_engine(meta, result.precision)
-    )
-    return CachedEngine(engine_path, False, record)
+    built = read_sidecar(engine_path)
+    record = built.get("tensorrt") if built is not None else None
+    if not isinstance(record, Mapping) or record.get("cache_key") != key:
+        raise ModelLoadError(
+            f"the engine just built for {onnx_path} at {engine_path} does not carry the expected "
+            f"cache key {key[:16]}; the cache folder may be shared with another process"
+        )
+    return CachedEngine(engine_path, False, dict(record))
