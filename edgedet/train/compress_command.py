@@ -207,7 +207,10 @@ def _preprocessor(src: Source) -> Any:
 def _distill_config(args: argparse.Namespace, epochs: int) -> Any:
     from .distill import DistillConfig
 
-    return DistillConfig(epochs=epochs, batch=args.batch, lr=args.lr, seed=args.seed)
+    return DistillConfig(
+        epochs=epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+        lr_scale=args.lr_scale, augment=args.augment,
+    )  # fmt: skip
 
 
 def _common(p: argparse.ArgumentParser, *, epochs_flag: str, epochs_default: int) -> None:
@@ -219,6 +222,17 @@ def _common(p: argparse.ArgumentParser, *, epochs_flag: str, epochs_default: int
     p.add_argument(epochs_flag, type=int, default=epochs_default, dest="epochs")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument(
+        "--lr-scale", choices=["absolute", "relative"], default="absolute",
+        help="relative: each tensor's lr is --lr x its RMS, so every layer changes by the same "
+        "fraction per step (for batch-norm-folded exports such as YOLOX-nano, whose small "
+        "weights an absolute lr rewrites; use e.g. --lr 1e-3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--augment", choices=["flip", "strong"], default="flip",
+        help="strong: also random zoom in/out and 2x2 mosaics (the teacher labels what the "
+        "student sees, so few images go further)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--val", default=None, help="labelled dataset: mAP before/after")
@@ -247,6 +261,12 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--global-ranking", action="store_true",
         help="one ranking across layers (default: the same ratio in every layer)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sensitivity", action="store_true",
+        help="per-layer ratios from a measured scan: each layer is cut alone at 12.5/25/50%% "
+        "and the MAC budget goes where the outputs (scored with the distillation loss on the "
+        "calibration images) change least per MAC saved",
     )  # fmt: skip
     p.add_argument(
         "--no-compensate", action="store_true",
@@ -280,6 +300,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     cfg = PruneConfig(
         target=target, metric=metric, importance=args.importance, round_to=args.round_to or None,
         global_pruning=args.global_ranking, stages=args.stages, compensate=not args.no_compensate,
+        sensitivity=args.sensitivity,
     )  # fmt: skip
     cfg.validate()
     src = load_source(args.model, args.family, args.imgsz)
@@ -328,11 +349,19 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
 
         return default_taylor_loss(m, batch_x)
 
+    def distortion(reference: Any) -> Any:
+        from .distill import distill_loss
+
+        dcfg = _distill_config(args, 1)
+        return lambda out: float(
+            distill_loss(out, reference, src.adapter, dcfg, reg_max=src.reg_max)[0]
+        )
+
     t0 = time.time()
     report = prune(
         model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
         base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
-        calibration=calibration,
+        calibration=calibration, distortion=distortion,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
     record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,

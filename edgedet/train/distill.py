@@ -48,6 +48,8 @@ from edgedet.meta import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ADAPTERS = ("edgedet", "yolox", "raw")
+LR_SCALES = ("absolute", "relative")
+AUGMENTS = ("flip", "strong")
 
 
 @dataclass
@@ -65,6 +67,16 @@ class DistillConfig:
     flip: bool = True
     save_every: int = 50
     freeze_bn: bool = True
+    # "absolute": one lr for every tensor (AdamW moves each weight by about lr per step);
+    # "relative": each tensor's lr is lr x its RMS at the start, so every layer changes by the
+    # same fraction per step. Why: batch-norm-folded exports (YOLOX-nano) have weights spanning
+    # orders of magnitude; an absolute 5e-4 rewrites the small ones (mAP 0.24 -> 0.005).
+    lr_scale: str = "absolute"
+    # "flip": horizontal flips only; "strong": also random zoom in/out and 2x2 mosaics. The
+    # teacher labels whatever the student sees, so any geometry is valid, and a small image
+    # set (coco128) goes further.
+    augment: str = "flip"
+    mosaic: float = 0.5
 
     def validate(self) -> None:
         for name in ("epochs", "batch"):
@@ -74,6 +86,12 @@ class DistillConfig:
             raise InvalidInputError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.box_conf < 1:
             raise InvalidInputError(f"box_conf must be in [0, 1), got {self.box_conf}")
+        if self.lr_scale not in LR_SCALES:
+            raise InvalidInputError(f"lr_scale must be one of {LR_SCALES}, got {self.lr_scale!r}")
+        if self.augment not in AUGMENTS:
+            raise InvalidInputError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        if not 0 <= self.mosaic <= 1:
+            raise InvalidInputError(f"mosaic must be a probability in [0, 1], got {self.mosaic}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +197,41 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 1_000_003]).permutation(n)
 
 
+def random_zoom(img: np.ndarray, rng: np.random.Generator, pad: int = 114) -> np.ndarray:
+    """Zoom in (a random crop of 35-100% of each side) or out (the image on a canvas up to 2x
+    larger, ``pad`` grey), with equal odds. BGR uint8 HxWx3 in and out; no labels to move,
+    because the teacher labels the result."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.5:
+        ch, cw = (max(8, int(d * rng.uniform(0.35, 1.0))) for d in (h, w))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return img[y : y + ch, x : x + cw].copy()
+    f = rng.uniform(1.0, 2.0)
+    canvas = np.full((int(h * f), int(w * f), 3), pad, np.uint8)
+    y, x = (
+        int(rng.integers(0, canvas.shape[0] - h + 1)),
+        int(rng.integers(0, canvas.shape[1] - w + 1)),
+    )
+    canvas[y : y + h, x : x + w] = img
+    return canvas
+
+
+def mosaic(imgs: Sequence[np.ndarray], rng: np.random.Generator, side: int = 640) -> np.ndarray:
+    """Four BGR images in a ``side`` x ``side`` 2x2 grid around a random centre, each resized to
+    cover its cell and centre-cropped. More objects, at smaller scales, per training image."""
+    cy, cx = (int(side * rng.uniform(0.3, 0.7)) for _ in range(2))
+    out = np.empty((side, side, 3), np.uint8)
+    cells = [(0, cy, 0, cx), (0, cy, cx, side), (cy, side, 0, cx), (cy, side, cx, side)]
+    for img, (y0, y1, x0, x1) in zip(imgs, cells):
+        ch, cw = y1 - y0, x1 - x0
+        h, w = img.shape[:2]
+        s = max(ch / h, cw / w)
+        r = cv2.resize(img, (max(cw, round(w * s)), max(ch, round(h * s))))
+        oy, ox = (r.shape[0] - ch) // 2, (r.shape[1] - cw) // 2
+        out[y0:y1, x0:x1] = r[oy : oy + ch, ox : ox + cw]
+    return out
+
+
 class _Bar:
     """A one-line progress bar on stderr when it is a terminal; otherwise (logs, CI) a plain
     line at every quarter of the epoch, so a long run in a log file still shows it is alive."""
@@ -276,15 +329,25 @@ class Distiller:
             if self._trainable
             else [p for p in self.student.parameters() if p.requires_grad]
         )
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.cfg.lr,
-        )
+        groups: list[dict[str, Any]]
+        if self.cfg.lr_scale == "relative":
+            # one group per tensor, lr proportional to the tensor's RMS (fixed at the start so a
+            # resumed run rebuilds the same groups from the checkpointed optimizer state)
+            groups = [
+                {
+                    "params": [p],
+                    "lr": self.cfg.lr * max(float(p.detach().float().pow(2).mean().sqrt()), 1e-8),
+                    "weight_decay": self.cfg.weight_decay if p.ndim > 1 else 0.0,
+                }
+                for p in params
+            ]
+        else:
+            groups = [
+                {"params": [p for p in params if p.ndim > 1],
+                 "weight_decay": self.cfg.weight_decay},
+                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+            ]  # fmt: skip
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr)
         total = max(1, self.cfg.epochs * self.batches_per_epoch)
         warm = min(self.cfg.warmup_steps, total // 4)
 
@@ -364,15 +427,25 @@ class Distiller:
         idx = order[index * self.cfg.batch : (index + 1) * self.cfg.batch]
         imgs = []
         for pos, i in enumerate(idx):
-            img = cv2.imread(str(self.images[int(i)]), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DatasetError(f"cannot read image {self.images[int(i)]}")
             rng = _sample_rng(self.cfg.seed, epoch, index * self.cfg.batch + pos)
+            img = self._image(int(i))
+            if self.cfg.augment == "strong":
+                if rng.random() < self.cfg.mosaic:
+                    others = rng.integers(0, len(self.images), size=3)
+                    img = mosaic([img] + [self._image(int(j)) for j in others], rng)
+                else:
+                    img = random_zoom(img, rng)
             if self.cfg.flip and rng.random() < 0.5:
                 img = img[:, ::-1].copy()
             imgs.append(img)
         x, _ = self.pre(imgs)
         return torch.from_numpy(x)
+
+    def _image(self, i: int) -> np.ndarray:
+        img = cv2.imread(str(self.images[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"cannot read image {self.images[i]}")
+        return img
 
     # -- training
     def train_step(self, x: torch.Tensor) -> dict[str, float]:

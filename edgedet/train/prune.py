@@ -54,6 +54,10 @@ class PruneConfig:
     max_layer_ratio: float = 0.75
     steps_per_stage: int = 60
     ignored: list[str] = field(default_factory=list)
+    # per-layer ratios from a measured sensitivity scan (`allocate.py`) instead of one ratio
+    # for every layer; needs calibration images
+    sensitivity: bool = False
+    sensitivity_images: int = 16  # of the calibration batch: one forward pass per candidate cut
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -71,6 +75,11 @@ class PruneConfig:
             raise InvalidInputError(f"stages must be >= 1, got {self.stages}")
         if self.round_to is not None and self.round_to < 1:
             raise InvalidInputError(f"round_to must be >= 1 or None, got {self.round_to}")
+        if self.sensitivity and (self.global_pruning or self.metric != "macs"):
+            raise InvalidInputError(
+                "sensitivity-guided ratios allocate a MAC budget: use them with a MACs target "
+                "and without global ranking"
+            )
         if not 0.0 < self.max_layer_ratio < 1.0:
             raise InvalidInputError(
                 f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}"
@@ -280,6 +289,23 @@ def make_importance(name: str, stats: ActivationStats | None = None) -> Any:
     raise InvalidInputError(f"importance must be one of {IMPORTANCES}, got {name!r}")
 
 
+def relative_mse(reference: Any) -> Callable[[Any], float]:
+    """Output distortion against ``reference`` outputs: per tensor, mean squared difference over
+    the reference's mean square, summed over tensors (0 = identical, ~1 = lost)."""
+    refs = [t.detach().float() for t in flatten_tensors(reference)]
+
+    def score(outputs: Any) -> float:
+        outs = flatten_tensors(outputs)
+        return float(
+            sum(
+                ((o.float() - r) ** 2).mean() / (r**2).mean().clamp_min(1e-12)
+                for o, r in zip(outs, refs)
+            )
+        )
+
+    return score
+
+
 def default_taylor_loss(model: nn.Module, example: Any) -> torch.Tensor:
     """Label-free loss for Taylor importance: mean squared output (sensitivity of the outputs)."""
     outs = flatten_tensors(_forward(model, example))
@@ -301,6 +327,7 @@ def prune(
     on_stage: Callable[[nn.Module, int, dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
     calibration: Any = None,
+    distortion: Callable[[Any], Callable[[Any], float]] | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place to ``cfg.target`` of its MACs (or parameters).
 
@@ -311,7 +338,10 @@ def prune(
     gives the loss whose gradient Taylor importance uses (default `default_taylor_loss` on
     ``example``). ``start_stage`` / ``base`` resume a staged run from a saved model (``base`` is
     the unpruned ``(macs, params)``). ``on_stage(model, stage, info)`` runs after each stage's
-    recovery (checkpointing). Returns the report (MACs, parameters, channels before/after).
+    recovery (checkpointing). With ``cfg.sensitivity``, ``distortion(reference_outputs)`` returns
+    the function that scores outputs against those reference ones (default: MSE relative to the
+    reference's mean square, summed over output tensors). Returns the report (MACs, parameters,
+    channels before/after, and the sensitivity scan when there was one).
     """
     import torch_pruning as tp
 
@@ -330,6 +360,7 @@ def prune(
             f"(e.g. {list(named)[1:6]})"
         )
     stages: list[dict[str, Any]] = []
+    scans: list[list[dict[str, Any]]] = []
     for stage in range(start_stage, cfg.stages):
         goal = ref0 * (1.0 - (1.0 - cfg.target) * (stage + 1) / cfg.stages)
         fixed = getattr(model, "fixed_channel_convs", None)  # converted ONNX graphs
@@ -337,18 +368,36 @@ def prune(
                                                    model.named_modules() if n in cfg.ignored]  # fmt: skip
         ignored += fixed() if callable(fixed) else []
         stats = ActivationStats()
+        cur = count_macs_params(model, example)
+        ratio, ratio_dict = cfg.max_layer_ratio, None
+        if cfg.sensitivity:
+            from .allocate import allocate, scan
+
+            batch = example if calibration is None else calibration[: cfg.sensitivity_images]
+            with torch.no_grad():
+                reference = _forward(model, batch)
+            score = (distortion or relative_mse)(reference)
+            rows = scan(model, example, batch, score, ignored=ignored, log=say)
+            chosen = allocate(rows, cur[0], goal / cur[0], cfg.max_layer_ratio)
+            scans.append([{k: v for k, v in r.items() if k != "module"} for r in rows])
+            # The allocation counts MACs from conv shapes; channel rounding and uncounted ops
+            # make the real count differ a little, so the ratios get 15% headroom and the
+            # loop below stops at the measured target.
+            ratio = 0.0
+            ratio_dict = {m: min(1.15 * r, cfg.max_layer_ratio) for m, r in chosen.items()}
+            say(f"sensitivity: cutting {len(chosen)} of {len(rows)} groups")
         pruner = tp.pruner.MetaPruner(
             model,
             example,
             importance=make_importance(cfg.importance, stats),
             global_pruning=cfg.global_pruning,
-            pruning_ratio=cfg.max_layer_ratio,
+            pruning_ratio=ratio,
+            pruning_ratio_dict=ratio_dict,
             max_pruning_ratio=cfg.max_layer_ratio,
             iterative_steps=cfg.steps_per_stage,
             ignored_layers=ignored,
             round_to=cfg.round_to,
         )
-        cur = count_macs_params(model, example)
         steps = 0
         while (cur[0] if cfg.metric == "macs" else cur[1]) > goal and steps < cfg.steps_per_stage:
             if cfg.importance == "taylor":
@@ -402,6 +451,7 @@ def prune(
         "params_kept": params1 / params0,
         "channels": {n: [channels_before.get(n, c), c] for n, c in after.items()},
         "stages": stages,
+        **({"sensitivity": scans} if scans else {}),
         "reached_target": (macs1 if cfg.metric == "macs" else params1) <= ref0 * cfg.target * 1.001,
     }
 

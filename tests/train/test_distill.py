@@ -13,7 +13,14 @@ import torch
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
 from edgedet.preprocess import Preprocessor
-from edgedet.train.distill import DistillConfig, Distiller, distill_loss, list_images
+from edgedet.train.distill import (
+    DistillConfig,
+    Distiller,
+    distill_loss,
+    list_images,
+    mosaic,
+    random_zoom,
+)
 from edgedet.train.models.net import EdgeDet, build_model
 from edgedet.train.prune import PruneConfig, prune
 from edgedet.train.trainer import sample_meta
@@ -50,22 +57,30 @@ def _pair() -> tuple[EdgeDet, EdgeDet]:
     return teacher, student
 
 
-def _distiller(images: Path, ckpt: Path | None, resume: bool = False) -> Distiller:
+def _distiller(
+    images: Path, ckpt: Path | None, resume: bool = False, **options: object
+) -> Distiller:
     teacher, student = _pair()
     pre = Preprocessor(sample_meta(["a", "b"], SIZE, teacher.strides), (SIZE, SIZE))
-    cfg = DistillConfig(epochs=2, batch=2, lr=1e-3, warmup_steps=1, save_every=1)
+    cfg = DistillConfig(epochs=2, batch=2, lr=1e-3, warmup_steps=1, save_every=1, **options)  # type: ignore[arg-type]
     return Distiller(
         student, teacher, list_images(images), pre, cfg,
         adapter="edgedet", checkpoint=ckpt, resume=resume, log=lambda s: None,
     )  # fmt: skip
 
 
-def test_resume_equals_uninterrupted(images: Path, tmp_path: Path) -> None:
-    full = _distiller(images, tmp_path / "full.pt")
+STRONG = {"lr_scale": "relative", "augment": "strong", "mosaic": 0.5}
+
+
+@pytest.mark.parametrize("options", [{}, STRONG], ids=["default", "relative-lr+strong-aug"])
+def test_resume_equals_uninterrupted(
+    images: Path, tmp_path: Path, options: dict[str, object]
+) -> None:
+    full = _distiller(images, tmp_path / "full.pt", **options)
     full.fit()
-    part = _distiller(images, tmp_path / "part.pt")
+    part = _distiller(images, tmp_path / "part.pt", **options)
     assert part.fit(stop_after_steps=4)["interrupted"]  # mid-epoch 2 (3 batches per epoch)
-    resumed = _distiller(images, tmp_path / "part.pt", resume=True)
+    resumed = _distiller(images, tmp_path / "part.pt", resume=True, **options)
     assert resumed.global_step == 4 and resumed.epoch == 1
     resumed.fit()
     a, b = full.student.state_dict(), resumed.student.state_dict()
@@ -86,6 +101,44 @@ def test_distillation_reduces_the_gap(images: Path) -> None:
     with torch.no_grad():
         after = distill_loss(d.student(x), d.teacher(x), "edgedet", d.cfg)[0]
     assert float(after) < float(before)
+
+
+def test_relative_lr_follows_each_tensor_scale(images: Path) -> None:
+    d = _distiller(images, None, lr_scale="relative")
+    params = [p for p in d.student.parameters() if p.requires_grad]
+    assert len(d.optimizer.param_groups) == len(params)
+    for group in d.optimizer.param_groups:
+        (p,) = group["params"]
+        rms = float(p.detach().pow(2).mean().sqrt())
+        assert group["initial_lr"] == pytest.approx(1e-3 * max(rms, 1e-8), rel=1e-6)
+        assert group["weight_decay"] == (d.cfg.weight_decay if p.ndim > 1 else 0.0)
+    with pytest.raises(InvalidInputError, match="lr_scale must be one of"):
+        DistillConfig(lr_scale="adaptive").validate()
+    with pytest.raises(InvalidInputError, match="augment must be one of"):
+        DistillConfig(augment="heavy").validate()
+
+
+def test_strong_augmentation_is_seeded_and_keeps_the_image_format(images: Path) -> None:
+    img = np.zeros((60, 90, 3), np.uint8)
+    img[10:30, 20:50] = 255
+    sizes = set()
+    for seed in range(20):
+        out = random_zoom(img, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+        sizes.add(out.shape[:2])
+        if out.shape[0] > 60:  # zoomed out: the whole image is on the canvas, the rest is grey
+            assert int((out == 255).all(-1).sum()) == 20 * 30
+            assert int((out == 114).all(-1).sum()) == out.shape[0] * out.shape[1] - 60 * 90
+    assert len(sizes) > 10  # crops and canvases of many sizes
+    quads = [np.full((40, 50, 3), v, np.uint8) for v in (10, 20, 30, 40)]
+    m = mosaic(quads, np.random.default_rng(1), side=128)
+    assert m.shape == (128, 128, 3)
+    assert {int(v) for v in np.unique(m)} == {10, 20, 30, 40}
+    assert int(m[0, 0, 0]) == 10 and int(m[-1, -1, 0]) == 40
+    a = _distiller(images, None, **STRONG)
+    b = _distiller(images, None, **STRONG)
+    assert torch.equal(a.batch(1, 0), b.batch(1, 0))  # (seed, epoch, position) decides
+    assert not torch.equal(a.batch(0, 0), a.batch(1, 0))
 
 
 def test_yolox_layout_loss() -> None:

@@ -216,3 +216,27 @@ def test_prune_and_distill_commands(tmp_path: Path) -> None:
     assert len(res["history"]) == 1 and (tmp_path / "d.onnx").is_file()
     with pytest.raises(InvalidInputError, match=r"--out must end in \.onnx"):
         run_prune(p.parse_args([str(ckpt), "--images", str(imgs), "--out", "x.pt"]))
+
+
+def test_prune_command_with_sensitivity_ratios(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from edgedet.train.compress_command import add_prune_arguments, run_prune
+
+    ckpt, imgs, out = _cli_ckpt(tmp_path), _cli_images(tmp_path), tmp_path / "s.onnx"
+    p = argparse.ArgumentParser()
+    add_prune_arguments(p)
+    argv = [str(ckpt), "--images", str(imgs), "--out", str(out), "--target-macs", "0.7",
+            "--sensitivity", "--latency-iters", "3"]  # fmt: skip
+    report = run_prune(p.parse_args(argv))
+    assert report["reached_target"] and report["macs_kept"] <= 0.7
+    scan = report["sensitivity"][0]  # one stage: one scan, a row per prunable group
+    assert len(scan) > 5 and all(
+        set(r) == {"name", "channels", "macs", "convs", "cost"} for r in scan
+    )
+    assert all(c >= 0 for r in scan for c in r["cost"].values())
+    saved = json.loads((tmp_path / "s.report.json").read_text())
+    assert saved["sensitivity"][0][0]["name"] == scan[0]["name"]
+    kept = {n for n, (b, c) in report["channels"].items() if c == b}
+    assert kept  # not every layer cut alike: the scan spared some
