@@ -116,3 +116,21 @@ def test_sweep(tiny_model: Path, image_dir: Path, tmp_path: Path, capsys) -> Non
     rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     assert [r["config"] for r in rows] == ["float", "minmax/2", "mse/2", "minmax/4", "mse/4"]
     assert "| rank | config |" in capsys.readouterr().out
+
+
+def test_val_names_reach_every_accuracy_step(
+    tiny_model: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    """A YOLO set without names (coco128 has none): --val-names must name it for the float
+    mAP, the sensitivity search and the INT8 mAP alike."""
+    val = _yolo_dataset(tmp_path / "val", image_dir)
+    (val / "classes.txt").unlink()
+    argv = [str(tiny_model), "--images", str(image_dir), "--num", "4", "--val", str(val),
+            "--max-map-drop", "0", "--no-latency"]  # fmt: skip
+    with pytest.raises(InvalidInputError, match="no model class matches"):
+        run_calibrate(_parse(*argv, "--out", str(tmp_path / "a.onnx")))
+    assert (
+        run_calibrate(_parse(*argv, "--val-names", "a,b", "--out", str(tmp_path / "b.onnx"))) == 0
+    )
+    report = json.loads((tmp_path / "b.calibration.json").read_text())
+    assert report["budget_met"] is True and "map50_95" in report["accuracy"]["int8"]
