@@ -321,12 +321,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             "--max-map-drop / --max-class-drop need --val DATA (a labelled set)"
         )
-    if args.val and getattr(args, "val_names", None):
+    if args.val:
         from .evaluate import load_dataset
 
-        # read once with its names: every later step (float mAP, sensitivity, the INT8 model's
-        # mAP) takes the dataset object, so --val-names reaches them all
-        args.val = load_dataset(args.val, class_names=args.val_names)
+        # read once, with its names: every later step (float mAP, sensitivity, the INT8 model's
+        # mAP) takes the dataset object instead of re-reading the folder
+        args.val = load_dataset(args.val, class_names=getattr(args, "val_names", None))
     spec = spec_from_args(args)
     out = Path(args.out) if args.out else _default_out(model, args.runtime)
     progress, task = _progress_factory()
@@ -435,7 +435,7 @@ def _mixed(
     from .evaluate import load_dataset
     from .sensitivity import layer_sensitivity, mixed_precision
 
-    val = load_dataset(args.val, class_names=getattr(args, "val_names", None))
+    val = load_dataset(args.val)
     sens = layer_sensitivity(
         model,
         source,

@@ -91,7 +91,7 @@ def scan(
     model: nn.Module,
     example: Any,
     calibration: torch.Tensor,
-    distortion: Callable[[Any], float],
+    distortion: Callable[[Any], Callable[[Any], float]],
     *,
     ignored: Sequence[nn.Module] = (),
     ratios: Sequence[float] = DEFAULT_RATIOS,
@@ -99,8 +99,9 @@ def scan(
 ) -> list[dict[str, Any]]:
     """Output distortion of removing each group's least important channels alone.
 
-    ``calibration``: preprocessed images ``(N, 3, H, W)``; ``distortion(outputs)`` scores the
-    model's outputs on them against the unpruned model's (0 = identical). Returns one row per
+    ``calibration``: preprocessed images ``(N, 3, H, W)``; ``distortion(reference)`` returns the
+    function that scores outputs on them against ``reference``, the unpruned model's outputs
+    (e.g. `prune.relative_mse`; 0 = identical). Returns one row per
     prunable group: ``{"name", "module", "channels", "macs", "convs", "cost": {ratio:
     distortion}}`` (``convs``: see `_group_convs`; ``macs``: their total), costs above the
     unpruned model's own distortion (clamped at 0).
@@ -112,18 +113,18 @@ def scan(
     names = {m: n for n, m in model.named_modules()}
     macs = conv_macs(model, example)
     stats = ActivationStats()
-    stats.refresh(model, calibration)
+    reference = stats.refresh(model, calibration)  # one pass: statistics and reference outputs
+    score = distortion(reference)
+    base = score(reference)  # a loss against soft targets is not 0 at the target
     importance = _activation_importance(stats)
     with torch.enable_grad():  # the dependency graph traces autograd
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    with torch.no_grad():
-        base = distortion(_forward(model, calibration))
     groups = list(graph.get_all_groups(ignored_layers=list(ignored), root_module_types=[nn.Conv2d]))
     rows: list[dict[str, Any]] = []
     for gi, group in enumerate(groups):
         root = group[0].dep.target.module
         scores = importance(group)
-        if scores is None or root in ignored:
+        if scores is None:  # nothing dense reads these channels
             continue
         order = torch.argsort(scores).tolist()  # least important first
         n = len(order)
@@ -156,7 +157,7 @@ def scan(
                 hooks.append(mod.register_forward_pre_hook(hook))
             try:
                 with torch.no_grad():
-                    cost[r] = max(0.0, distortion(_forward(model, calibration)) - base)
+                    cost[r] = max(0.0, score(_forward(model, calibration)) - base)
             finally:
                 for h in hooks:
                     h.remove()

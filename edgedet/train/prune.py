@@ -198,7 +198,8 @@ class ActivationStats:
         self.var: dict[nn.Module, torch.Tensor] = {}
 
     @torch.no_grad()
-    def refresh(self, model: nn.Module, batch: Any) -> None:
+    def refresh(self, model: nn.Module, batch: Any) -> Any:
+        """Statistics of ``model`` on ``batch``; returns the model's outputs of that pass."""
         self.mean.clear()
         self.var.clear()
 
@@ -213,7 +214,7 @@ class ActivationStats:
             if isinstance(m, nn.Conv2d) and m.groups == 1
         ]
         try:
-            _forward(model, batch)
+            return _forward(model, batch)
         finally:
             for h in hooks:
                 h.remove()
@@ -374,10 +375,7 @@ def prune(
             from .allocate import allocate, scan
 
             batch = example if calibration is None else calibration[: cfg.sensitivity_images]
-            with torch.no_grad():
-                reference = _forward(model, batch)
-            score = (distortion or relative_mse)(reference)
-            rows = scan(model, example, batch, score, ignored=ignored, log=say)
+            rows = scan(model, example, batch, distortion or relative_mse, ignored=ignored, log=say)
             chosen = allocate(rows, cur[0], goal / cur[0], cfg.max_layer_ratio)
             scans.append([{k: v for k, v in r.items() if k != "module"} for r in rows])
             # The allocation counts MACs from conv shapes; channel rounding and uncounted ops
