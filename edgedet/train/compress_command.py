@@ -269,6 +269,16 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
         "calibration images) change least per MAC saved",
     )  # fmt: skip
     p.add_argument(
+        "--reconstruct", action="store_true",
+        help="after each pruning step refit every dense conv by least squares (ridge) so that "
+        "on --reconstruct-images images it reproduces the unpruned model's outputs, in forward "
+        "order (seconds; a better start for recovery)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reconstruct-images", type=int, default=128,
+        help="images (from --images) for --reconstruct, fed 16 at a time",
+    )  # fmt: skip
+    p.add_argument(
         "--no-compensate", action="store_true",
         help="do not fold removed channels' mean activations into the next layers' biases",
     )  # fmt: skip
@@ -300,7 +310,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     cfg = PruneConfig(
         target=target, metric=metric, importance=args.importance, round_to=args.round_to or None,
         global_pruning=args.global_ranking, stages=args.stages, compensate=not args.no_compensate,
-        sensitivity=args.sensitivity,
+        sensitivity=args.sensitivity, reconstruct=args.reconstruct,
     )  # fmt: skip
     cfg.validate()
     src = load_source(args.model, args.family, args.imgsz)
@@ -322,6 +332,10 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     batch_x = torch.from_numpy(x0)
     n_cal = max(1, min(args.calibration_images, len(images)))
     calibration = torch.from_numpy(pre([_read(p) for p in images[:n_cal]])[0])
+    fit_images = None
+    if cfg.reconstruct:
+        n_fit = max(1, min(args.reconstruct_images, len(images)))
+        fit_images = torch.from_numpy(pre([_read(p) for p in images[:n_fit]])[0])
 
     def recover(m: nn.Module, stage: int) -> None:
         if args.epochs <= 0:
@@ -361,7 +375,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     report = prune(
         model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
         base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
-        calibration=calibration, distortion=distortion,
+        calibration=calibration, distortion=distortion, reconstruction=fit_images,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
     record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,

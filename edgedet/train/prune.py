@@ -21,6 +21,7 @@ Measured, not assumed: `measure_latency` exports the model to ONNX and times it 
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -58,6 +59,9 @@ class PruneConfig:
     # for every layer; needs calibration images
     sensitivity: bool = False
     sensitivity_images: int = 16  # of the calibration batch: one forward pass per candidate cut
+    # after each pruning step, refit every dense convolution by least squares to the unpruned
+    # model's outputs on the calibration images (`reconstruct.py`); needs calibration images
+    reconstruct: bool = False
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -272,6 +276,24 @@ def compensate_group(group: Any, stats: ActivationStats) -> None:
         stats.drop(mod, idxs)
 
 
+def _track_kept_outputs(
+    group: Any, names: dict[nn.Module, str], kept: dict[str, list[int]]
+) -> None:
+    """Before ``group`` is pruned: drop its removed output channels from ``kept[name]``, the
+    original output channels (of the model at the start of the stage) each convolution keeps."""
+    import torch_pruning as tp
+
+    gone: dict[nn.Conv2d, set[int]] = {}
+    for dep, idxs in group:
+        mod = dep.target.module
+        if dep.handler == tp.prune_conv_out_channels and isinstance(mod, nn.Conv2d):
+            gone.setdefault(mod, set()).update(int(i) for i in idxs)
+    for conv, idx in gone.items():
+        name = names[conv]
+        cur = kept.get(name, list(range(conv.out_channels)))
+        kept[name] = [c for i, c in enumerate(cur) if i not in idx]
+
+
 def make_importance(name: str, stats: ActivationStats | None = None) -> Any:
     import torch_pruning as tp
 
@@ -329,6 +351,7 @@ def prune(
     log: Callable[[str], None] | None = None,
     calibration: Any = None,
     distortion: Callable[[Any], Callable[[Any], float]] | None = None,
+    reconstruction: Any = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place to ``cfg.target`` of its MACs (or parameters).
 
@@ -341,7 +364,9 @@ def prune(
     the unpruned ``(macs, params)``). ``on_stage(model, stage, info)`` runs after each stage's
     recovery (checkpointing). With ``cfg.sensitivity``, ``distortion(reference_outputs)`` returns
     the function that scores outputs against those reference ones (default: MSE relative to the
-    reference's mean square, summed over output tensors). Returns the report (MACs, parameters,
+    reference's mean square, summed over output tensors). With ``cfg.reconstruct``,
+    ``reconstruction`` is the image batch for the least-squares refit (default
+    ``calibration``; it is fed in chunks, so it can be larger). Returns the report (MACs, parameters,
     channels before/after, and the sensitivity scan when there was one).
     """
     import torch_pruning as tp
@@ -362,6 +387,7 @@ def prune(
         )
     stages: list[dict[str, Any]] = []
     scans: list[list[dict[str, Any]]] = []
+    refits: list[dict[str, Any]] = []
     for stage in range(start_stage, cfg.stages):
         goal = ref0 * (1.0 - (1.0 - cfg.target) * (stage + 1) / cfg.stages)
         fixed = getattr(model, "fixed_channel_convs", None)  # converted ONNX graphs
@@ -370,6 +396,9 @@ def prune(
         ignored += fixed() if callable(fixed) else []
         stats = ActivationStats()
         cur = count_macs_params(model, example)
+        reference = copy.deepcopy(model) if cfg.reconstruct else None
+        names = {m: n for n, m in model.named_modules()}
+        kept_out: dict[str, list[int]] = {}
         ratio, ratio_dict = cfg.max_layer_ratio, None
         if cfg.sensitivity:
             from .allocate import allocate, scan
@@ -412,10 +441,18 @@ def prune(
                     for dep, idxs in group:
                         if _reads_channels(dep):
                             stats.drop(dep.target.module, idxs)
+                _track_kept_outputs(group, names, kept_out)
                 group.prune()
             steps += 1
             cur = count_macs_params(model, example)
         model.zero_grad(set_to_none=True)
+        if reference is not None:
+            from .reconstruct import reconstruct
+
+            fit_images = next(x for x in (reconstruction, calibration, example) if x is not None)
+            fits = reconstruct(model, reference, fit_images, kept_out, log=say)
+            refits.append({"stage": stage + 1, "layers": fits})
+            del reference
         reached = (cur[0] if cfg.metric == "macs" else cur[1]) <= goal
         info = {
             "stage": stage + 1,
@@ -450,6 +487,7 @@ def prune(
         "channels": {n: [channels_before.get(n, c), c] for n, c in after.items()},
         "stages": stages,
         **({"sensitivity": scans} if scans else {}),
+        **({"reconstruction": refits} if refits else {}),
         "reached_target": (macs1 if cfg.metric == "macs" else params1) <= ref0 * cfg.target * 1.001,
     }
 
@@ -587,6 +625,16 @@ def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> st
             f"| mAP50 | {before['map50']:.4f} | {after['map50']:.4f} "
             f"| {after['map50'] / max(before['map50'], 1e-12):.1%} |",
         ]
+    for rec in report.get("reconstruction", []):
+        rows = rec["layers"]
+        fitted = [r for r in rows if r["fitted"]]
+        if rows:
+            b = sum(r["before"] for r in rows) / len(rows)
+            a = sum(r["after"] for r in rows) / len(rows)
+            lines.append(
+                f"- stage {rec['stage']} least-squares reconstruction: {len(fitted)} of "
+                f"{len(rows)} convolutions refitted, mean relative output error {b:.4f} -> {a:.4f}"
+            )
     lines += ["", "## Channels per convolution (before -> after)", ""]
     for name, (b0, a0) in report["channels"].items():
         if b0 != a0:

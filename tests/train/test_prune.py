@@ -218,7 +218,7 @@ def test_prune_and_distill_commands(tmp_path: Path) -> None:
         run_prune(p.parse_args([str(ckpt), "--images", str(imgs), "--out", "x.pt"]))
 
 
-def test_prune_command_with_sensitivity_ratios(tmp_path: Path) -> None:
+def test_prune_command_with_sensitivity_ratios_and_reconstruction(tmp_path: Path) -> None:
     import argparse
     import json
 
@@ -228,8 +228,12 @@ def test_prune_command_with_sensitivity_ratios(tmp_path: Path) -> None:
     p = argparse.ArgumentParser()
     add_prune_arguments(p)
     argv = [str(ckpt), "--images", str(imgs), "--out", str(out), "--target-macs", "0.7",
-            "--sensitivity", "--latency-iters", "3"]  # fmt: skip
+            "--sensitivity", "--reconstruct", "--latency-iters", "3"]  # fmt: skip
     report = run_prune(p.parse_args(argv))
+    fits = report["reconstruction"][0]["layers"]  # every dense conv, refitted or left as is
+    assert len(fits) > 10 and all(r["after"] <= r["before"] for r in fits)
+    assert sum(r["fitted"] for r in fits) > len(fits) // 2
+    assert "least-squares reconstruction" in (tmp_path / "s.report.md").read_text()
     assert report["reached_target"] and report["macs_kept"] <= 0.7
     scan = report["sensitivity"][0]  # one stage: one scan, a row per prunable group
     assert len(scan) > 5 and all(
