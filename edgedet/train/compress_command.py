@@ -269,10 +269,10 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
         "calibration images) change least per MAC saved",
     )  # fmt: skip
     p.add_argument(
-        "--reconstruct", action="store_true",
+        "--reconstruct", action=argparse.BooleanOptionalAction, default=True,
         help="after each pruning step refit every dense conv by least squares (ridge) so that "
         "on --reconstruct-images images it reproduces the unpruned model's outputs, in forward "
-        "order (seconds; a better start for recovery)",
+        "order (default on: seconds, and a far better start for recovery)",
     )  # fmt: skip
     p.add_argument(
         "--reconstruct-images", type=int, default=128,

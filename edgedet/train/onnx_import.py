@@ -12,8 +12,8 @@ quantizers on them. Activations that are modules in ONNX terms (``Sigmoid``, ``L
 the graph's order.
 
 Supported ops: Conv, Sigmoid, Mul, Add, Sub, Div, Concat, Slice, MaxPool, Reshape, Resize
-(nearest / linear), Transpose, LeakyRelu, Relu, Softmax, Split, Shape, Gather, Unsqueeze, Cast,
-Constant, Identity. Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
+(nearest / linear), Transpose, LeakyRelu, Relu, Softmax, ReduceSum (the distribution-focal box
+integral of edgedet's own exports), Split, Shape, Gather, Unsqueeze, Cast, Constant, Identity. Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
 Shape arithmetic (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) is run eagerly, so the
 module works for the input size it was exported with and for other batch sizes where the graph
 computes shapes. A ``Reshape`` to a constant shape whose first entry is the graph's static batch
@@ -37,8 +37,8 @@ from edgedet.errors import IncompatibleModelError, ModelLoadError
 
 SUPPORTED_OPS: tuple[str, ...] = (
     "Add", "Cast", "Concat", "Constant", "Conv", "Div", "Gather", "Identity", "LeakyRelu",
-    "MaxPool", "Mul", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax",
-    "Split", "Sub", "Transpose", "Unsqueeze",
+    "MaxPool", "Mul", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
+    "Softmax", "Split", "Sub", "Transpose", "Unsqueeze",
 )  # fmt: skip
 
 # ONNX TensorProto data type -> torch dtype (the ones Cast meets in detector graphs)
@@ -220,6 +220,16 @@ class OnnxModule(nn.Module):
             return torch.cat(x, int(at.get("axis", 0)))
         if op == "Softmax":
             return torch.softmax(x[0], int(at.get("axis", -1)))
+        if op == "ReduceSum":  # axes: an input from opset 13, an attribute before
+            axes = at.get("axes")
+            if axes is None and len(x) > 1 and x[1] is not None:
+                axes = [int(v) for v in x[1].tolist()]
+            keep = bool(at.get("keepdims", 1))
+            if not axes:
+                if at.get("noop_with_empty_axes", 0):
+                    return x[0]
+                axes = list(range(x[0].dim()))
+            return x[0].sum([int(a) for a in axes], keepdim=keep)
         if op == "Transpose":
             return x[0].permute(*at["perm"])
         if op == "Constant":

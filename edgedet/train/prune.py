@@ -12,6 +12,8 @@ What it does, for any torch detector (an `EdgeDet`, a model converted from ONNX 
   round_to=8 goes from 100% to 63% of MACs in its first step, as 16-channel layers halve);
 - the head's output layers (class scores, boxes, objectness) protected: found by walking the
   autograd graph back from the outputs to the first convolution on every path;
+- least-squares reconstruction after each pruning step (default on; `reconstruct.py`): every
+  dense convolution refitted, in forward order, to the unpruned model's outputs on real images;
 - ``stages`` prune -> recover steps: the target is reached in equal MAC steps, and a ``recover``
   callback (distillation or fine-tuning) runs after each.
 
@@ -61,7 +63,7 @@ class PruneConfig:
     sensitivity_images: int = 16  # of the calibration batch: one forward pass per candidate cut
     # after each pruning step, refit every dense convolution by least squares to the unpruned
     # model's outputs on the calibration images (`reconstruct.py`); needs calibration images
-    reconstruct: bool = False
+    reconstruct: bool = True
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -366,7 +368,8 @@ def prune(
     the function that scores outputs against those reference ones (default: MSE relative to the
     reference's mean square, summed over output tensors). With ``cfg.reconstruct``,
     ``reconstruction`` is the image batch for the least-squares refit (default
-    ``calibration``; it is fed in chunks, so it can be larger). Returns the report (MACs, parameters,
+    ``calibration``; it is fed in chunks, so it can be larger; with neither, the refit is
+    skipped, since ``example`` is only a shape). Returns the report (MACs, parameters,
     channels before/after, and the sensitivity scan when there was one).
     """
     import torch_pruning as tp
@@ -396,7 +399,10 @@ def prune(
         ignored += fixed() if callable(fixed) else []
         stats = ActivationStats()
         cur = count_macs_params(model, example)
-        reference = copy.deepcopy(model) if cfg.reconstruct else None
+        fit_images = reconstruction if reconstruction is not None else calibration
+        reference = copy.deepcopy(model) if cfg.reconstruct and fit_images is not None else None
+        if cfg.reconstruct and fit_images is None:
+            say("reconstruction skipped: it needs real images (calibration), not a shape example")
         names = {m: n for n, m in model.named_modules()}
         kept_out: dict[str, list[int]] = {}
         ratio, ratio_dict = cfg.max_layer_ratio, None
@@ -449,10 +455,9 @@ def prune(
         if reference is not None:
             from .reconstruct import reconstruct
 
-            fit_images = next(x for x in (reconstruction, calibration, example) if x is not None)
             fits = reconstruct(model, reference, fit_images, kept_out, log=say)
             refits.append({"stage": stage + 1, "layers": fits})
-            del reference
+        del reference
         reached = (cur[0] if cfg.metric == "macs" else cur[1]) <= goal
         info = {
             "stage": stage + 1,

@@ -47,6 +47,39 @@ def test_yolox_nano_parity(models_dir: Path) -> None:
     assert float(np.abs(both[:1] - got[0]).max()) < 1e-4
 
 
+def test_shipped_sample_parity() -> None:
+    """edgedet's own export (ReduceSum in its box integral) converts back for pruning/QAT."""
+    from edgedet.assets import SAMPLE_MODEL
+
+    path = SAMPLE_MODEL
+    m = convert_onnx(path)
+    x = np.random.default_rng(2).random((1, 3, 192, 192)).astype(np.float32)
+    ref, got = _ort(path, x), _torch(m, x)
+    assert len(ref) == len(got) and [a.shape for a in ref] == [b.shape for b in got]
+    for a, b in zip(ref, got):
+        assert float(np.abs(a - b).max()) < 1e-3
+
+
+def test_reduce_sum_axes_input_and_attribute(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32)
+    for opset, keep in ((13, 1), (11, 0)):
+        inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        if opset >= 13:
+            axes = numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes")
+            node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=keep)
+            g = helper.make_graph([node], "g", [inp], [out], [axes])
+        else:
+            node = helper.make_node("ReduceSum", ["x"], ["y"], axes=[1, 2], keepdims=keep)
+            g = helper.make_graph([node], "g", [inp], [out])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+        path = tmp_path / f"r{opset}.onnx"
+        onnx.save(model, path)
+        ref, got = _ort(path, x), _torch(convert_onnx(path), x)
+        assert ref[0].shape == got[0].shape == ((2, 1, 1) if keep else (2,))
+        assert np.allclose(ref[0], got[0], atol=1e-5)
+
+
 def test_nanodet_m_parity(models_dir: Path) -> None:
     path = models_dir / "nanodet_m_320.onnx"
     m = convert_onnx(path)
