@@ -321,10 +321,11 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     work = paths["work"]
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "prune_state.pt"
-    start, base = 0, None
+    start, base, kept = 0, None, None
     if args.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
+        kept = st.get("kept_channels")
         print(f"resuming after stage {start} of {cfg.stages}", flush=True)
     example = src.example()
     check_prunable(model, example)
@@ -351,7 +352,11 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
 
     def on_stage(m: nn.Module, stage: int, info: dict[str, Any]) -> None:
         buf = io.BytesIO()
-        torch.save({"model": m, "stage": stage, "base": report_base}, buf)
+        torch.save(
+            {"model": m, "stage": stage, "base": report_base,
+             "kept_channels": info.get("kept_channels")},
+            buf,
+        )  # fmt: skip
         atomic_write_bytes(state_path, buf.getvalue())
 
     from .prune import count_macs_params
@@ -376,6 +381,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
         base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
         calibration=calibration, distortion=distortion, reconstruction=fit_images,
+        reference_model=teacher if cfg.reconstruct else None, kept_channels=kept,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
     record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,

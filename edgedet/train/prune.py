@@ -354,6 +354,8 @@ def prune(
     calibration: Any = None,
     distortion: Callable[[Any], Callable[[Any], float]] | None = None,
     reconstruction: Any = None,
+    reference_model: nn.Module | None = None,
+    kept_channels: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place to ``cfg.target`` of its MACs (or parameters).
 
@@ -369,7 +371,10 @@ def prune(
     reference's mean square, summed over output tensors). With ``cfg.reconstruct``,
     ``reconstruction`` is the image batch for the least-squares refit (default
     ``calibration``; it is fed in chunks, so it can be larger; with neither, the refit is
-    skipped, since ``example`` is only a shape). Returns the report (MACs, parameters,
+    skipped, since ``example`` is only a shape). The refit targets ``reference_model`` (default:
+    a copy of ``model`` as this call gets it); a resumed run passes the unpruned model and the
+    ``kept_channels`` map its last ``on_stage`` info carried, so it ends as an uninterrupted
+    run would. Returns the report (MACs, parameters,
     channels before/after, and the sensitivity scan when there was one).
     """
     import torch_pruning as tp
@@ -391,6 +396,10 @@ def prune(
     stages: list[dict[str, Any]] = []
     scans: list[list[dict[str, Any]]] = []
     refits: list[dict[str, Any]] = []
+    # Reconstruction targets the unpruned model through every stage: `kept_total` maps each
+    # pruned conv's output channels back to that model's.
+    teacher: nn.Module | None = reference_model
+    kept_total: dict[str, list[int]] = {k: list(v) for k, v in (kept_channels or {}).items()}
     for stage in range(start_stage, cfg.stages):
         goal = ref0 * (1.0 - (1.0 - cfg.target) * (stage + 1) / cfg.stages)
         fixed = getattr(model, "fixed_channel_convs", None)  # converted ONNX graphs
@@ -400,7 +409,9 @@ def prune(
         stats = ActivationStats()
         cur = count_macs_params(model, example)
         fit_images = reconstruction if reconstruction is not None else calibration
-        reference = copy.deepcopy(model) if cfg.reconstruct and fit_images is not None else None
+        if cfg.reconstruct and fit_images is not None and teacher is None:
+            teacher = copy.deepcopy(model)
+        reference = teacher if fit_images is not None else None
         if cfg.reconstruct and fit_images is None:
             say("reconstruction skipped: it needs real images (calibration), not a shape example")
         names = {m: n for n, m in model.named_modules()}
@@ -455,7 +466,10 @@ def prune(
         if reference is not None:
             from .reconstruct import reconstruct
 
-            fits = reconstruct(model, reference, fit_images, kept_out, log=say)
+            for name, kept in kept_out.items():
+                prev = kept_total.get(name)
+                kept_total[name] = kept if prev is None else [prev[i] for i in kept]
+            fits = reconstruct(model, reference, fit_images, kept_total, log=say)
             refits.append({"stage": stage + 1, "layers": fits})
         del reference
         reached = (cur[0] if cfg.metric == "macs" else cur[1]) <= goal
@@ -476,8 +490,8 @@ def prune(
             recover(model, stage)
             model.eval()
         stages.append(info)
-        if on_stage is not None:
-            on_stage(model, stage, info)
+        if on_stage is not None:  # what a resume needs besides the model
+            on_stage(model, stage, {**info, "kept_channels": copy.deepcopy(kept_total)})
     macs1, params1 = count_macs_params(model, example)
     after = conv_channels(model)
     model.train(was_training)
