@@ -331,12 +331,12 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     check_prunable(model, example)
     x0, _ = pre([_read(images[0])])
     batch_x = torch.from_numpy(x0)
+    # calibration and reconstruction images are both the first images of --images: read once
     n_cal = max(1, min(args.calibration_images, len(images)))
-    calibration = torch.from_numpy(pre([_read(p) for p in images[:n_cal]])[0])
-    fit_images = None
-    if cfg.reconstruct:
-        n_fit = max(1, min(args.reconstruct_images, len(images)))
-        fit_images = torch.from_numpy(pre([_read(p) for p in images[:n_fit]])[0])
+    n_fit = max(1, min(args.reconstruct_images, len(images))) if cfg.reconstruct else 0
+    first = torch.from_numpy(pre([_read(p) for p in images[: max(n_cal, n_fit)]])[0])
+    calibration = first[:n_cal]
+    fit_images = first[:n_fit] if n_fit else None
 
     def recover(m: nn.Module, stage: int) -> None:
         if args.epochs <= 0:
@@ -381,7 +381,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
         base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
         calibration=calibration, distortion=distortion, reconstruction=fit_images,
-        reference_model=teacher if cfg.reconstruct else None, kept_channels=kept,
+        reference_model=teacher, kept_channels=kept,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
     record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,

@@ -13,7 +13,8 @@ the graph's order.
 
 Supported ops: Conv, Sigmoid, Mul, Add, Sub, Div, Concat, Slice, MaxPool, Reshape, Resize
 (nearest / linear), Transpose, LeakyRelu, Relu, Softmax, ReduceSum (the distribution-focal box
-integral of edgedet's own exports), Split, Shape, Gather, Unsqueeze, Cast, Constant, Identity. Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
+integral of edgedet's own exports), Split, Shape, Gather, Unsqueeze, Cast, Constant, Identity.
+Anything else is refused with a list of the unsupported ops (`IncompatibleModelError`).
 Shape arithmetic (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) is run eagerly, so the
 module works for the input size it was exported with and for other batch sizes where the graph
 computes shapes. A ``Reshape`` to a constant shape whose first entry is the graph's static batch

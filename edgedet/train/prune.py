@@ -281,8 +281,9 @@ def compensate_group(group: Any, stats: ActivationStats) -> None:
 def _track_kept_outputs(
     group: Any, names: dict[nn.Module, str], kept: dict[str, list[int]]
 ) -> None:
-    """Before ``group`` is pruned: drop its removed output channels from ``kept[name]``, the
-    original output channels (of the model at the start of the stage) each convolution keeps."""
+    """Before ``group`` is pruned: drop its removed output channels from ``kept[name]``: for
+    each position of a convolution's current outputs, the output channel of the model the map
+    started from (the unpruned one) it holds."""
     import torch_pruning as tp
 
     gone: dict[nn.Conv2d, set[int]] = {}
@@ -398,8 +399,14 @@ def prune(
     refits: list[dict[str, Any]] = []
     # Reconstruction targets the unpruned model through every stage: `kept_total` maps each
     # pruned conv's output channels back to that model's.
-    teacher: nn.Module | None = reference_model
+    fit_images = reconstruction if reconstruction is not None else calibration
+    teacher: nn.Module | None = None
+    if cfg.reconstruct and fit_images is None:
+        say("reconstruction skipped: it needs real images (calibration), not a shape example")
+    elif cfg.reconstruct:
+        teacher = reference_model if reference_model is not None else copy.deepcopy(model)
     kept_total: dict[str, list[int]] = {k: list(v) for k, v in (kept_channels or {}).items()}
+    names = {m: n for n, m in model.named_modules()}
     for stage in range(start_stage, cfg.stages):
         goal = ref0 * (1.0 - (1.0 - cfg.target) * (stage + 1) / cfg.stages)
         fixed = getattr(model, "fixed_channel_convs", None)  # converted ONNX graphs
@@ -408,14 +415,6 @@ def prune(
         ignored += fixed() if callable(fixed) else []
         stats = ActivationStats()
         cur = count_macs_params(model, example)
-        fit_images = reconstruction if reconstruction is not None else calibration
-        if cfg.reconstruct and fit_images is not None and teacher is None:
-            teacher = copy.deepcopy(model)
-        reference = teacher if fit_images is not None else None
-        if cfg.reconstruct and fit_images is None:
-            say("reconstruction skipped: it needs real images (calibration), not a shape example")
-        names = {m: n for n, m in model.named_modules()}
-        kept_out: dict[str, list[int]] = {}
         ratio, ratio_dict = cfg.max_layer_ratio, None
         if cfg.sensitivity:
             from .allocate import allocate, scan
@@ -458,20 +457,16 @@ def prune(
                     for dep, idxs in group:
                         if _reads_channels(dep):
                             stats.drop(dep.target.module, idxs)
-                _track_kept_outputs(group, names, kept_out)
+                _track_kept_outputs(group, names, kept_total)
                 group.prune()
             steps += 1
             cur = count_macs_params(model, example)
         model.zero_grad(set_to_none=True)
-        if reference is not None:
+        if teacher is not None:
             from .reconstruct import reconstruct
 
-            for name, kept in kept_out.items():
-                prev = kept_total.get(name)
-                kept_total[name] = kept if prev is None else [prev[i] for i in kept]
-            fits = reconstruct(model, reference, fit_images, kept_total, log=say)
+            fits = reconstruct(model, teacher, fit_images, kept_total, log=say)
             refits.append({"stage": stage + 1, "layers": fits})
-        del reference
         reached = (cur[0] if cfg.metric == "macs" else cur[1]) <= goal
         info = {
             "stage": stage + 1,

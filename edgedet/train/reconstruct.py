@@ -67,6 +67,18 @@ def fittable(conv: nn.Module) -> bool:
     )
 
 
+def _theta(conv: nn.Conv2d) -> torch.Tensor:
+    """``conv``'s weights and bias as the unknowns of its fit: (g, D + 1, C_out / g) float64."""
+    g = conv.groups
+    w = conv.weight.detach().double().reshape(g, conv.out_channels // g, -1)
+    b = (
+        conv.bias.detach().double()
+        if conv.bias is not None
+        else torch.zeros(conv.out_channels, dtype=torch.float64)
+    ).reshape(g, -1, 1)
+    return torch.cat([w, b], 2).transpose(1, 2)
+
+
 class _Normal:
     """Accumulated normal equations of one convolution's least-squares fit, per group:
     ``gram = Xaᵀ Xa`` (g, D+1, D+1), ``cross = Xaᵀ Y`` (g, D+1, C/g), ``yy = sum Y²``; ``Xa`` is
@@ -74,15 +86,8 @@ class _Normal:
     solve and to score any weights: ``|Xa t - Y|² = tr(tᵀ gram t) - 2 tr(tᵀ cross) + yy``."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
-        g = conv.groups
-        w0 = conv.weight.detach().double().reshape(g, conv.out_channels // g, -1)
-        b0 = (
-            conv.bias.detach().double()
-            if conv.bias is not None
-            else torch.zeros(conv.out_channels, dtype=torch.float64)
-        ).reshape(g, -1, 1)
-        self.theta0 = torch.cat([w0, b0], 2).transpose(1, 2)  # (g, D + 1, C_out / g)
-        d = self.theta0.shape[1]
+        self.theta0 = _theta(conv)
+        g, d = self.theta0.shape[:2]
         self.gram = torch.zeros(g, d, d, dtype=torch.float64)
         self.cross = torch.zeros_like(self.theta0)
         self.yy = 0.0
@@ -227,7 +232,7 @@ def reconstruct(
         conv = targets[name]
         fitted = name in applied
         before = eq.error(eq.theta0)
-        after = eq.error(_Normal(conv).theta0) if fitted else before
+        after = eq.error(_theta(conv)) if fitted else before
         rows.append({"layer": name, "groups": conv.groups, "before": before,
                      "after": after, "fitted": fitted})  # fmt: skip
     if rows:
