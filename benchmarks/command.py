@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -214,6 +215,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--cpus", default=None, metavar="0,1", help="pin each worker process to these CPUs"
     )
     m.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples for the 95%% interval of mAP50-95 and, between configurations "
+        "on the same images, of the difference to the first one (paired); 0: none "
+        "(default 1000)",
+    )
+    m.add_argument(
         "--cross-check",
         action="store_true",
         help="also evaluate with pycocotools and record the difference",
@@ -394,17 +404,35 @@ def run_bench(args: argparse.Namespace) -> int:
         configs = _configs(args)
     except EdgedetError as err:
         return _err(f"edgedet bench: {err}")
-    if args.save_detections:
-        det_dir = Path(args.out) / "detections"
-        det_dir.mkdir(parents=True, exist_ok=True)
-        for i, config in enumerate(configs):
-            name = config.label().replace("/", "_")
-            config.save_detections = str(det_dir / f"{i:03d}_{name}.json")
-    t0 = time.perf_counter()
-    records = run_sweep(
-        configs, args.out, progress=not args.no_progress, repeat=getattr(args, "repeat", 1)
-    )
-    wall = time.perf_counter() - t0
+    if args.bootstrap < 0:
+        return _err(f"edgedet bench: --bootstrap must be >= 0, got {args.bootstrap}")
+    with tempfile.TemporaryDirectory(prefix="edgedet-detections-") as scratch:
+        # The paired bootstrap needs every configuration's detections; they go to a scratch
+        # folder unless --save-detections keeps them.
+        det_dir = Path(args.out) / "detections" if args.save_detections else Path(scratch)
+        pairing = args.bootstrap > 0 and len(configs) > 1
+        if args.save_detections or pairing:
+            det_dir.mkdir(parents=True, exist_ok=True)
+            for i, config in enumerate(configs):
+                name = config.label().replace("/", "_")
+                config.save_detections = str(det_dir / f"{i:03d}_{name}.json")
+        for config in configs:
+            config.bootstrap = args.bootstrap
+        t0 = time.perf_counter()
+        records = run_sweep(
+            configs, args.out, progress=not args.no_progress, repeat=getattr(args, "repeat", 1)
+        )
+        if pairing:
+            from .paired import add_paired_intervals
+            from .records import write_records
+
+            for note in add_paired_intervals(records, resamples=args.bootstrap):
+                print(f"edgedet bench: not compared: {note}", file=sys.stderr)
+            if not args.save_detections:
+                for r in records:
+                    r.pop("detections_file", None)
+            write_records(Path(args.out) / "records.jsonl", records)
+        wall = time.perf_counter() - t0
     print_table(records)
     written = write_reports(records, args.out, plot=not args.no_plot)
     out = Path(args.out)

@@ -26,6 +26,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("threads", "threads", "s"),
     ("status", "status", "s"),
     ("mAP50-95", "accuracy.map50_95", ".3f"),
+    ("95% CI", "accuracy.map50_95_ci", "ci"),
     ("mAP50", "accuracy.map50", ".3f"),
     ("p50 ms", "latency_ms.e2e.p50", ".1f"),
     ("p90 ms", "latency_ms.e2e.p90", ".1f"),
@@ -46,6 +47,9 @@ def _fmt(value: Any, spec: str) -> str:
         return str(value)
     if spec == "s":
         return str(value)
+    if spec == "ci":  # an interval dict from edgedet.bootstrap
+        low, high = (value.get(k) if isinstance(value, dict) else None for k in ("low", "high"))
+        return "–" if low is None or high is None else f"{low:.3f}–{high:.3f}"
     if isinstance(value, (int, float)):
         return format(value, spec)
     return str(value)
@@ -150,6 +154,38 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     lines = ["# edgedet bench results", ""]
     lines += _md_table(header, rows)
     ok = [r for r in records if r.get("status") == "ok" and isinstance(r.get("accuracy"), dict)]
+    paired = [r for r in ok if isinstance(r["accuracy"].get("vs_reference"), dict)]
+    if paired:
+        first = paired[0]["accuracy"]["vs_reference"]
+        lines += [
+            "",
+            "## Against the reference (paired bootstrap over images)",
+            "",
+            f"Reference: {first['reference']}. Each configuration is scored on the same "
+            f"{first['resamples']} resamples of the images as the reference; the intervals are "
+            "95% percentile intervals of the difference and ratio of mAP50-95; P(higher) is the "
+            "share of resamples in which it scored above the reference. An interval that holds "
+            "0 (or 100%) means these images cannot tell the two apart.",
+            "",
+        ]
+        body = []
+        for r in paired:
+            v = r["accuracy"]["vs_reference"]
+            d, q = v["difference"], v["ratio"]
+            body.append(
+                [
+                    str(r.get("model_name")),
+                    str(r.get("runtime")),
+                    str(r.get("precision")),
+                    _fmt(d.get("estimate"), "+.4f"),
+                    "–" if d.get("low") is None else f"{d['low']:+.4f} to {d['high']:+.4f}",
+                    _fmt(None if q.get("estimate") is None else 100 * q["estimate"], ".1f"),
+                    "–" if q.get("low") is None else f"{100 * q['low']:.1f}–{100 * q['high']:.1f}",
+                    _fmt(v.get("p_higher"), ".2f"),
+                ]
+            )
+        hdr = ["model", "runtime", "precision", "Δ mAP", "Δ 95% CI", "% of ref", "% 95% CI"]
+        lines += _md_table([*hdr, "P(higher)"], body)
     per_class: list[str] = []
     for r in ok:
         for name, ap in (r["accuracy"].get("per_class_ap") or {}).items():
@@ -308,6 +344,14 @@ def csv_columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
             "precision",
             "recall",
             "f1",
+            "map50_95_ci.low",
+            "map50_95_ci.high",
+            "vs_reference.difference.estimate",
+            "vs_reference.difference.low",
+            "vs_reference.difference.high",
+            "vs_reference.ratio.low",
+            "vs_reference.ratio.high",
+            "vs_reference.p_higher",
         )
     ]
     extra: list[str] = []

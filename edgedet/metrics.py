@@ -350,6 +350,71 @@ def _unmapped_as_ignore(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class CocoInputs:
+    """What the COCO evaluator is given for one set of predictions (see `coco_inputs`)."""
+
+    dataset: DetectionDataset  # with unmapped classes as ignore regions when asked for
+    image_ids: list[int]
+    detections: dict[int, Detections]  # after eval_score_threshold
+    class_map: ClassMap
+    model_names: tuple[str, ...]
+    evaluated: list[int]  # dataset class ids scored
+    category_of: Sequence[int]  # dataset class id -> COCO category id
+    ground_truth: dict[str, Any]  # COCO dict
+    results: list[dict[str, Any]]  # COCO results list
+    min_score: float | None
+
+
+def coco_inputs(
+    dataset: DetectionDataset,
+    predictions: Mapping[int, Detections],
+    model_class_names: Sequence[str],
+    *,
+    aliases: Mapping[str, str] | None = None,
+    class_map: ClassMap | None = None,
+    image_ids: Sequence[int] | None = None,
+    eval_score_threshold: float | None = None,
+    unmapped_ground_truth: str = "drop",
+) -> CocoInputs:
+    """Check predictions and build the COCO ground truth and results `evaluate` scores (same
+    arguments as `evaluate`); shared with `edgedet.bootstrap`, so both score the same thing."""
+    if unmapped_ground_truth not in ("drop", "ignore"):
+        raise InvalidInputError(
+            f"unmapped_ground_truth must be 'drop' or 'ignore', got {unmapped_ground_truth!r}"
+        )
+    model_names = tuple(str(n) for n in model_class_names)
+    cmap = (
+        class_map
+        if class_map is not None
+        else map_classes(model_names, dataset.class_names, aliases)
+    )
+    if not cmap.model_to_dataset:
+        raise InvalidInputError(
+            f"no model class matches a dataset class: model has {list(model_names[:8])}..., "
+            f"dataset {dataset.name!r} has {list(dataset.class_names[:8])}; pass "
+            "aliases={'model name': 'dataset name', ...}"
+        )
+    ids = _check_predictions(dataset, predictions, image_ids, len(model_names))
+    dets: dict[int, Detections] = {i: predictions.get(i) or Detections.empty() for i in ids}
+    min_score = eval_score_threshold
+    if eval_score_threshold is not None:
+        dets = {i: d[d.scores >= eval_score_threshold] for i, d in dets.items()}
+    else:
+        scores = [float(d.scores.min()) for d in dets.values() if len(d)]
+        min_score = min(scores) if scores else 0.0
+
+    evaluated = sorted(set(cmap.model_to_dataset.values()))
+    if unmapped_ground_truth == "ignore" and len(evaluated) < len(dataset.class_names):
+        dataset = _unmapped_as_ignore(dataset, ids, evaluated)
+    cat_of = coco_category_ids(dataset)
+    gt = coco_gt_dict(dataset, image_ids=ids, classes=evaluated, file_names=dict.fromkeys(ids, ""))
+    results = coco_detections(dets, cmap, category_ids=cat_of)
+    return CocoInputs(
+        dataset, ids, dets, cmap, model_names, evaluated, cat_of, gt, results, min_score
+    )
+
+
 def evaluate(
     dataset: DetectionDataset,
     predictions: Mapping[int, Detections],
@@ -395,40 +460,23 @@ def evaluate(
     """
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if unmapped_ground_truth not in ("drop", "ignore"):
-        raise InvalidInputError(
-            f"unmapped_ground_truth must be 'drop' or 'ignore', got {unmapped_ground_truth!r}"
-        )
     if not 0.0 <= float(deploy_threshold) <= 1.0:
         raise InvalidInputError(f"deploy_threshold must be in [0, 1], got {deploy_threshold}")
-    model_names = tuple(str(n) for n in model_class_names)
-    cmap = (
-        class_map
-        if class_map is not None
-        else map_classes(model_names, dataset.class_names, aliases)
+    inputs = coco_inputs(
+        dataset,
+        predictions,
+        model_class_names,
+        aliases=aliases,
+        class_map=class_map,
+        image_ids=image_ids,
+        eval_score_threshold=eval_score_threshold,
+        unmapped_ground_truth=unmapped_ground_truth,
     )
-    if not cmap.model_to_dataset:
-        raise InvalidInputError(
-            f"no model class matches a dataset class: model has {list(model_names[:8])}..., "
-            f"dataset {dataset.name!r} has {list(dataset.class_names[:8])}; pass "
-            "aliases={'model name': 'dataset name', ...}"
-        )
-    ids = _check_predictions(dataset, predictions, image_ids, len(model_names))
-    dets: dict[int, Detections] = {i: predictions.get(i) or Detections.empty() for i in ids}
-    min_score = eval_score_threshold
-    if eval_score_threshold is not None:
-        dets = {i: d[d.scores >= eval_score_threshold] for i, d in dets.items()}
-    else:
-        scores = [float(d.scores.min()) for d in dets.values() if len(d)]
-        min_score = min(scores) if scores else 0.0
-
-    evaluated = sorted(set(cmap.model_to_dataset.values()))
-    if unmapped_ground_truth == "ignore" and len(evaluated) < len(dataset.class_names):
-        dataset = _unmapped_as_ignore(dataset, ids, evaluated)
-    cat_of = coco_category_ids(dataset)
-    gt = coco_gt_dict(dataset, image_ids=ids, classes=evaluated, file_names=dict.fromkeys(ids, ""))
-    results = coco_detections(dets, cmap, category_ids=cat_of)
-    stats, precision, k_order = _run_cocoeval(backend, gt, results, [cat_of[d] for d in evaluated])
+    dataset, ids, dets, cmap = inputs.dataset, inputs.image_ids, inputs.detections, inputs.class_map
+    model_names, evaluated, cat_of = inputs.model_names, inputs.evaluated, inputs.category_of
+    stats, precision, k_order = _run_cocoeval(
+        backend, inputs.ground_truth, inputs.results, [cat_of[d] for d in evaluated]
+    )
     cat_to_class = {cat_of[d]: d for d in evaluated}
     per_ap: dict[str, float | None] = {}
     per_ap50: dict[str, float | None] = {}
@@ -516,13 +564,13 @@ def evaluate(
         safety_recall=safety,
         images=len(ids),
         backend=backend,
-        eval_score_threshold=float(min_score or 0.0),
+        eval_score_threshold=float(inputs.min_score or 0.0),
         unmapped_model_classes=cmap.unmapped_model,
         unmapped_dataset_classes=cmap.unmapped_dataset,
         class_map={
             model_names[m]: dataset.class_names[d] for m, d in cmap.model_to_dataset.items()
         },
-        ground_truth_boxes=sum(1 for a in gt["annotations"] if not a["iscrowd"]),
+        ground_truth_boxes=sum(1 for a in inputs.ground_truth["annotations"] if not a["iscrowd"]),
         predictions=n_pred,
         dropped_predictions=dropped,
     )

@@ -84,6 +84,29 @@ def test_bench_end_to_end(models_dir: Path, datasets_dir: Path, tmp_path: Path) 
         assert rec["accuracy"]["map50_95"] > 0.05
     skipped = records[1]
     assert "static input of 416x416" in skipped["reason"]
+    # Bootstrap: each record's interval holds its mAP; OpenVINO is compared with the first
+    # configuration (ONNX Runtime) on the same resamples, as bootstrap_map computes it.
+    from edgedet.bootstrap import bootstrap_map
+
+    ort, ov = records[0], records[2]
+    for rec in (ort, ov):
+        ci = rec["accuracy"]["map50_95_ci"]
+        assert ci["low"] <= rec["accuracy"]["map50_95"] <= ci["high"] and ci["resamples"] == 1000
+    assert "vs_reference" not in ort["accuracy"]
+    paired = ov["accuracy"]["vs_reference"]
+    direct = bootstrap_map(
+        dataset,
+        {
+            "ort": load_detections(ort["detections_file"]),
+            "ov": load_detections(ov["detections_file"]),
+        },
+        _coco_names(),
+        resamples=1000,
+    )
+    assert paired["difference"] == direct.differences["ov"].to_dict()
+    assert paired["ratio"] == direct.ratios["ov"].to_dict()
+    assert paired["reference"].startswith("yolox_nano_416 onnxruntime")
+    assert "Against the reference (paired bootstrap" in (out / "results.md").read_text()
 
 
 def _coco_names() -> tuple[str, ...]:
@@ -150,3 +173,6 @@ def test_no_arguments_runs_the_sample(tmp_path: Path) -> None:
     for record in records:
         assert record["status"] == "ok", record["reason"]
         assert record["model_name"] == "sample_roads" and record["accuracy"]["map50"] > 0
+        # the scratch detections of the paired bootstrap are not left pointed at
+        assert "detections_file" not in record
+    assert "vs_reference" in records[1]["accuracy"]
