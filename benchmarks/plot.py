@@ -1,7 +1,8 @@
 """``frontier.png``: mAP50-95 against p50 end-to-end latency, one point per configuration.
 
 The Pareto frontier (configurations no other one beats on both accuracy and latency) is drawn
-as a step line and its points labelled in bold; colour says the runtime. matplotlib is imported
+as a step line and its points labelled in bold; colour says the runtime; a vertical bar is the
+mAP's 95% bootstrap interval when the record has one. matplotlib is imported
 lazily with the Agg backend, so this works on a headless robot and costs nothing until used.
 """
 
@@ -25,6 +26,17 @@ def point_of(record: Mapping[str, Any]) -> tuple[float, float] | None:
     if not isinstance(lat, (int, float)) or not isinstance(acc, (int, float)):
         return None
     return float(lat), float(acc)
+
+
+def interval_of(record: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(low, high) of the record's mAP50-95 bootstrap interval, or None without one."""
+    ci = get_path(record, "accuracy.map50_95_ci")
+    if not isinstance(ci, Mapping):
+        return None
+    low, high = ci.get("low"), ci.get("high")
+    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
+        return None
+    return float(low), float(high)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -95,6 +107,27 @@ def plot_frontier(
             s=40,
             zorder=3,
             edgecolors=["black" if i in front else "none" for i in idx],
+        )
+    # mAP's 95% bootstrap interval as a vertical bar where the record has one: on a small
+    # validation set it is often wider than the gaps between the points.
+    bars = [(i, interval_of(r)) for i, r in enumerate(recs)]
+    for rt in runtimes:
+        mine = [(i, ci) for i, ci in bars if ci is not None and str(recs[i].get("runtime")) == rt]
+        if not mine:
+            continue
+        ax.errorbar(
+            [pts[i][0] for i, _ in mine],
+            [pts[i][1] for i, _ in mine],
+            yerr=[
+                [max(0.0, pts[i][1] - lo) for i, (lo, _) in mine],
+                [max(0.0, hi - pts[i][1]) for i, (_, hi) in mine],
+            ],
+            fmt="none",
+            ecolor=colors[rt],
+            elinewidth=1,
+            capsize=3,
+            alpha=0.6,
+            zorder=2,
         )
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts]

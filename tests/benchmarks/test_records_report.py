@@ -106,3 +106,40 @@ def test_no_plot_without_ok_records(tmp_path: Path) -> None:
     assert plot_frontier([make_record(status="failed")], tmp_path / "f.png") is None
     assert not (tmp_path / "f.png").exists()
     assert "failed" in render_csv([make_record(status="failed")])
+
+
+def test_intervals_rendered_in_table_markdown_csv_and_plot(tmp_path: Path) -> None:
+    from edgedet.benchmarks.plot import interval_of
+
+    ref = make_record("float", map50_95=0.30, p50=10.0)
+    int8 = make_record("int8", map50_95=0.29, p50=6.0, precision="int8")
+    plain = [dict(ref), dict(int8)]
+    ref["accuracy"] = {**ref["accuracy"], "map50_95_ci": {"low": 0.26, "high": 0.35}}
+    int8["accuracy"] = {
+        **int8["accuracy"],
+        "map50_95_ci": {"low": 0.25, "high": 0.34},
+        "vs_reference": {
+            "reference": "float onnxruntime fp32",
+            "difference": {"estimate": -0.01, "low": -0.02, "high": 0.005},
+            "ratio": {"estimate": 0.967, "low": 0.94, "high": 1.012},
+            "p_higher": 0.12,
+            "resamples": 1000,
+            "seed": 0,
+        },
+    }
+    assert interval_of(ref) == (0.26, 0.35) and interval_of(plain[0]) is None
+    write_reports([ref, int8], tmp_path / "ci")
+    md = (tmp_path / "ci" / "results.md").read_text()
+    assert "| 0.300 | 0.260–0.350 |" in md
+    assert "## Against the reference (paired bootstrap over images)" in md
+    assert (
+        "| int8 | onnxruntime | int8 | -0.0100 | -0.0200 to +0.0050 | 96.7 | 94.0–101.2 | 0.12 |"
+        in md
+    )
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "ci" / "results.csv").read_text())))
+    assert rows[1]["accuracy.vs_reference.ratio.low"] == "0.94"
+    assert rows[0]["accuracy.map50_95_ci.high"] == "0.35"
+    write_reports(plain, tmp_path / "plain")
+    # the error bars change the picture
+    with_bars = (tmp_path / "ci" / "frontier.png").read_bytes()
+    assert with_bars != (tmp_path / "plain" / "frontier.png").read_bytes()
