@@ -265,6 +265,14 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="Y",
         help="fail when p50 latency grows by more than Y (fraction, 0.1 = 10%%)",
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="resamples for the 95%% paired interval of the mAP difference, where both runs "
+        "saved detections (--save-detections) on the same images; 0: none (default 1000)",
+    )
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -459,6 +467,7 @@ def run_compare(args: argparse.Namespace) -> int:
             new,
             max_map_drop=args.max_map_drop,
             max_latency_increase=args.max_latency_increase,
+            bootstrap=args.bootstrap,
         )
     except EdgedetError as err:
         return _err(f"edgedet bench compare: {err}")

@@ -7,7 +7,10 @@ precision, input size, batch, threads, dataset, image count, host). A regression
 - p50 end-to-end latency higher by more than ``max_latency_increase`` (a fraction, 0.10 = 10 %);
 - a configuration ``ok`` in OLD that is not ``ok`` (or missing) in NEW.
 
-A limit left at None is not checked. `compare` returns the rows and whether anything regressed;
+A limit left at None is not checked. When both runs saved their detections (``edgedet bench
+--save-detections``) and scored the same images, the mAP difference also gets its 95% paired
+bootstrap interval (``map_delta_ci``): an interval holding 0 means the validation images cannot
+tell the two runs apart, whatever the limit says. `compare` returns the rows and whether anything regressed;
 ``edgedet bench compare`` prints them and exits 1 on a regression (for CI on a device farm).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgedet.errors import InvalidInputError
@@ -35,6 +39,7 @@ class Difference:
     old_p50: float | None = None
     new_p50: float | None = None
     regressions: list[str] = field(default_factory=list)
+    map_delta_ci: tuple[float, float] | None = None  # paired bootstrap, 95%
 
     @property
     def map_delta(self) -> float | None:
@@ -62,8 +67,10 @@ def compare(
     *,
     max_map_drop: float | None = None,
     max_latency_increase: float | None = None,
+    bootstrap: int = 0,
 ) -> tuple[list[Difference], bool]:
-    """Match OLD and NEW records and flag regressions. Returns (rows, regressed)."""
+    """Match OLD and NEW records and flag regressions. Returns (rows, regressed). With
+    ``bootstrap`` > 0 resamples, pairs with saved detections get ``map_delta_ci``."""
     if max_map_drop is not None and max_map_drop < 0:
         raise InvalidInputError(f"max_map_drop must be >= 0 (absolute mAP), got {max_map_drop}")
     if max_latency_increase is not None and max_latency_increase < 0:
@@ -107,8 +114,44 @@ def compare(
             d.regressions.append(
                 f"p50 latency +{d.latency_change:.1%} > +{max_latency_increase:.0%}"
             )
+        if bootstrap > 0 and o is not None and n is not None:
+            d.map_delta_ci = _paired_delta(o, n, bootstrap)
         rows.append(d)
     return rows, any(r.regressions for r in rows)
+
+
+def _paired_delta(
+    old: Mapping[str, Any], new: Mapping[str, Any], resamples: int
+) -> tuple[float, float] | None:
+    """95% paired bootstrap interval of NEW - OLD mAP50-95, or None when the two records did not
+    save detections (or those files are gone) or were not scored on the same images."""
+    files = [r.get("detections_file") for r in (old, new)]
+    if not all(isinstance(f, str) and Path(f).is_file() for f in files):
+        return None
+    if any(r.get("status") != "ok" for r in (old, new)):
+        return None
+    same = ("dataset_path", "images", "class_names")
+    if any(old.get(k) != new.get(k) for k in same) or not old.get("class_names"):
+        return None
+    from edgedet.bootstrap import bootstrap_map
+    from edgedet.data import load_dataset
+
+    from .runner import load_detections
+
+    a, b = (load_detections(str(f)) for f in files)
+    if set(a) != set(b):
+        return None
+    result = bootstrap_map(
+        load_dataset(str(old["dataset_path"])),
+        {"old": a, "new": b},
+        old["class_names"],
+        reference="old",
+        resamples=resamples,
+        aliases=get_path(old, "config.aliases"),
+        image_ids=sorted(a),
+    )
+    ci = result.differences["new"]
+    return ci.low, ci.high
 
 
 def _f(v: float | None, spec: str) -> str:
@@ -123,6 +166,7 @@ def difference_rows(rows: Sequence[Difference]) -> tuple[list[str], list[list[st
         "mAP old",
         "mAP new",
         "Δ mAP",
+        "Δ 95% CI",
         "p50 old ms",
         "p50 new ms",
         "Δ p50",
@@ -136,6 +180,9 @@ def difference_rows(rows: Sequence[Difference]) -> tuple[list[str], list[list[st
             _f(d.old_map, ".4f"),
             _f(d.new_map, ".4f"),
             _f(d.map_delta, "+.4f"),
+            "–"
+            if d.map_delta_ci is None
+            else f"{d.map_delta_ci[0]:+.4f} to {d.map_delta_ci[1]:+.4f}",
             _f(d.old_p50, ".2f"),
             _f(d.new_p50, ".2f"),
             _f(d.latency_change, "+.1%"),

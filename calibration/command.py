@@ -384,6 +384,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
                         )
                         report["mixed_precision"] = mixed
                 report["accuracy"] = _accuracy_section(before, after, safety)
+                from .evaluate import drop_interval
+
+                drop = drop_interval(before, after, args.val)
+                if drop is not None:
+                    report["accuracy"]["map_drop_interval_points"] = drop
+                    budget = spec.max_map_drop
+                    if budget is not None and drop["half_width"] > budget:
+                        log.warning(
+                            "the mAP budget (%g points) is finer than these %d validation images "
+                            "resolve: the drop is %.2f points, 95%% interval [%.2f, %.2f]; use "
+                            "more validation images",
+                            budget, drop["images"], drop["drop_points"], drop["low"], drop["high"],
+                        )  # fmt: skip
                 from .ort_int8 import update_record
 
                 if result.path.suffix == ".onnx":
@@ -558,6 +571,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| p50 latency (ms, end to end) | {f.get('latency_p50_ms') and round(f['latency_p50_ms'], 1)} | {q.get('latency_p50_ms') and round(q['latency_p50_ms'], 1)} |",
             "",
             f"INT8 keeps {acc['retained_pct']}% of the float mAP50-95 ({acc['map_drop_points']} points lost).",
+            *(
+                [
+                    f"95% paired bootstrap interval of the loss over the {d['images']} validation "
+                    f"images: [{d['low']:.2f}, {d['high']:.2f}] points (a budget finer than "
+                    f"{d['half_width']:.2f} points is judged on noise)."
+                ]
+                if (d := acc.get("map_drop_interval_points"))
+                else []
+            ),
             "",
             "| class | float AP | int8 AP | change (points) |",
             "|---|---:|---:|---:|",

@@ -30,6 +30,9 @@ class Score:
     latency_p50_ms: float | None = None
     infer_p50_ms: float | None = None
     images: int = 0
+    # What the mAP was computed from, for `drop_interval` (not written to reports).
+    detections: dict[int, Any] | None = field(default=None, repr=False, compare=False)
+    class_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +130,8 @@ def score_detector(
         per_class_ap=dict(report.per_class_ap),
         safety_recall=dict(report.safety_recall),
         images=len(dataset.samples),
+        detections=dets,
+        class_names=tuple(det.class_names),
     )
     if latency:
         score.latency_p50_ms, score.infer_p50_ms = p50_latency(det, dataset)
@@ -175,6 +180,38 @@ def class_drops(before: Score, after: Score, classes: Sequence[str]) -> dict[str
         else:
             out[name] = round((a - b) * 100.0, 3)
     return out
+
+
+def drop_interval(
+    before: Score, after: Score, dataset: Any, *, resamples: int = 1000
+) -> dict[str, float] | None:
+    """The mAP50-95 drop from ``before`` to ``after`` in points with its 95% paired bootstrap
+    interval over the validation images (`edgedet.bootstrap`), or None when either score lacks
+    its detections or the class names differ. ``half_width`` is what these images resolve: a
+    budget below it is judged on noise."""
+    if before.detections is None or after.detections is None:
+        return None
+    if before.class_names != after.class_names or not before.class_names:
+        return None
+    from edgedet.bootstrap import bootstrap_map
+
+    result = bootstrap_map(
+        load_dataset(dataset),
+        {"float": before.detections, "int8": after.detections},
+        before.class_names,
+        reference="float",
+        resamples=resamples,
+    )
+    d = result.differences["int8"]  # int8 - float
+    return {
+        "drop_points": round(-100.0 * d.estimate, 3) + 0.0,  # + 0.0: no "-0.0" in reports
+        "low": round(-100.0 * d.high, 3) + 0.0,
+        "high": round(-100.0 * d.low, 3) + 0.0,
+        "half_width": round(50.0 * (d.high - d.low), 3),
+        "confidence": d.confidence,
+        "resamples": result.resamples,
+        "images": result.images,
+    }
 
 
 def within_budget(

@@ -81,3 +81,53 @@ def test_report_command_merges(tmp_path: Path) -> None:
     )
     assert len((out / "records.jsonl").read_text().splitlines()) == 2
     assert (out / "results.md").is_file() and (out / "frontier.png").is_file()
+
+
+def test_paired_interval_of_the_map_difference_from_saved_detections(tmp_path: Path) -> None:
+    """Two runs with saved detections on the same images: compare gives the paired bootstrap
+    interval of NEW - OLD, as bootstrap_map computes it; without the files, none."""
+    pytest.importorskip("pycocotools")
+    import json
+
+    import numpy as np
+    from edgedet.benchmarks.compare import difference_rows
+    from edgedet.benchmarks.runner import _detections_to_json
+
+    from edgedet.bootstrap import bootstrap_map
+    from edgedet.data import load_dataset
+    from edgedet.data.synthetic import sample_validation_set
+    from edgedet.detections import Detections
+
+    data = sample_validation_set(tmp_path / "val", n=30)
+    ds = load_dataset(data)
+    rng = np.random.default_rng(0)
+
+    def noisy(sigma: float) -> dict[int, Detections]:
+        out = {}
+        for s in ds.samples:
+            xyxy = s.gt.xyxy + rng.normal(0, sigma, s.gt.xyxy.shape).astype(np.float32)
+            out[s.image_id] = Detections(
+                xyxy, rng.uniform(0.3, 1.0, len(xyxy)).astype(np.float32), s.gt.class_ids
+            )
+        return out
+
+    runs = {"old": noisy(1.0), "new": noisy(4.0)}
+    records = {}
+    for name, dets in runs.items():
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(_detections_to_json(dets)))
+        rec = make_record(map50_95=0.5)
+        rec.update(
+            dataset_path=str(data), images=len(ds), class_names=list(ds.class_names),
+            detections_file=str(f),
+        )  # fmt: skip
+        records[name] = rec
+    rows, _ = compare([records["old"]], [records["new"]], bootstrap=200)
+    direct = bootstrap_map(ds, runs, ds.class_names, reference="old", resamples=200)
+    ci = direct.differences["new"]
+    assert rows[0].map_delta_ci == (ci.low, ci.high)
+    assert ci.high < 0  # more box noise: lower mAP on every resample
+    assert f"{ci.low:+.4f} to {ci.high:+.4f}" in difference_rows(rows)[1][0]
+    Path(records["new"]["detections_file"]).unlink()
+    rows, _ = compare([records["old"]], [records["new"]], bootstrap=200)
+    assert rows[0].map_delta_ci is None

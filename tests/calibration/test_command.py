@@ -90,7 +90,9 @@ def _yolo_dataset(root: Path, images: Path) -> Path:
     return root
 
 
-def test_calibrate_with_val_and_budget(tiny_model: Path, image_dir: Path, tmp_path: Path) -> None:
+def test_calibrate_with_val_and_budget(
+    tiny_model: Path, image_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     val = _yolo_dataset(tmp_path / "val", image_dir)
     out = tmp_path / "q.onnx"
     args = _parse(
@@ -104,6 +106,34 @@ def test_calibrate_with_val_and_budget(tiny_model: Path, image_dir: Path, tmp_pa
     assert meta is not None and meta.calibration is not None
     assert meta.calibration["map_before"] is not None and meta.calibration["map_after"] is not None
     assert "| mAP50-95 (%) |" in (tmp_path / "q.calibration.md").read_text()
+    # the drop's paired bootstrap interval, from the same detections as the two mAPs
+    drop = report["accuracy"]["map_drop_interval_points"]
+    assert drop["drop_points"] == pytest.approx(report["accuracy"]["map_drop_points"], abs=1e-3)
+    assert drop["low"] <= drop["drop_points"] <= drop["high"]
+    assert drop["images"] == report["accuracy"]["float"]["images"]
+    assert (
+        "95% paired bootstrap interval of the loss" in (tmp_path / "q.calibration.md").read_text()
+    )
+    # the tiny model's INT8 detects as its float does: an interval of width 0, no warning
+    assert drop["half_width"] == 0 and "finer than these" not in caplog.text
+
+
+def test_budget_finer_than_the_validation_set_warns(
+    tiny_model: Path, image_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from edgedet.calibration import evaluate
+
+    wide = {"drop_points": 0.2, "low": -1.1, "high": 1.6, "half_width": 1.35, "images": 6}
+    monkeypatch.setattr(evaluate, "drop_interval", lambda *a, **k: dict(wide))
+    val = _yolo_dataset(tmp_path / "val", image_dir)
+    args = _parse(
+        str(tiny_model), "--images", str(image_dir), "--num", "4", "--val", str(val),
+        "--max-map-drop", "0.5", "--out", str(tmp_path / "q.onnx"), "--no-latency",
+    )  # fmt: skip
+    assert run_calibrate(args) == 0
+    assert "the mAP budget (0.5 points) is finer than these 6 validation images" in caplog.text
+    assert "[-1.10, 1.60]" in caplog.text
 
 
 def test_sweep(tiny_model: Path, image_dir: Path, tmp_path: Path, capsys) -> None:
