@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgedet.bootstrap import DEFAULT_RESAMPLES
 from edgedet.errors import EdgedetError
 
 DEFAULT_OUT = "bench_results"
@@ -217,11 +218,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--bootstrap",
         type=int,
-        default=1000,
+        default=DEFAULT_RESAMPLES,
         metavar="N",
         help="bootstrap resamples for the 95%% interval of mAP50-95 and, between configurations "
         "on the same images, of the difference to the first one (paired); 0: none "
-        "(default 1000)",
+        f"(default {DEFAULT_RESAMPLES})",
     )
     m.add_argument(
         "--cross-check",
@@ -268,10 +269,11 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap",
         type=int,
-        default=1000,
+        default=DEFAULT_RESAMPLES,
         metavar="N",
         help="resamples for the 95%% paired interval of the mAP difference, where both runs "
-        "saved detections (--save-detections) on the same images; 0: none (default 1000)",
+        f"saved detections (--save-detections) on the same images; 0: none (default "
+        f"{DEFAULT_RESAMPLES})",
     )
 
 
@@ -415,30 +417,32 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         return _err(f"edgedet bench: --bootstrap must be >= 0, got {args.bootstrap}")
     with tempfile.TemporaryDirectory(prefix="edgedet-detections-") as scratch:
-        # The paired bootstrap needs every configuration's detections; they go to a scratch
-        # folder unless --save-detections keeps them.
+        # The bootstrap reads every configuration's detections; they go to a scratch folder
+        # unless --save-detections keeps them (or the sweep file names a file).
         det_dir = Path(args.out) / "detections" if args.save_detections else Path(scratch)
-        pairing = args.bootstrap > 0 and len(configs) > 1
-        if args.save_detections or pairing:
+        scratch_files: set[str] = set()
+        if args.save_detections or args.bootstrap > 0:
             det_dir.mkdir(parents=True, exist_ok=True)
             for i, config in enumerate(configs):
-                name = config.label().replace("/", "_")
-                config.save_detections = str(det_dir / f"{i:03d}_{name}.json")
-        for config in configs:
-            config.bootstrap = args.bootstrap
+                if config.save_detections is None:
+                    name = config.label().replace("/", "_")
+                    config.save_detections = str((det_dir / f"{i:03d}_{name}.json").resolve())
+                    if not args.save_detections:
+                        scratch_files.add(config.save_detections)
         t0 = time.perf_counter()
         records = run_sweep(
             configs, args.out, progress=not args.no_progress, repeat=getattr(args, "repeat", 1)
         )
-        if pairing:
-            from .paired import add_paired_intervals
+        if args.bootstrap > 0:
+            from .paired import add_intervals
             from .records import write_records
 
-            for note in add_paired_intervals(records, resamples=args.bootstrap):
-                print(f"edgedet bench: not compared: {note}", file=sys.stderr)
-            if not args.save_detections:
-                for r in records:
-                    r.pop("detections_file", None)
+            for note in add_intervals(records, resamples=args.bootstrap):
+                print(f"edgedet bench: no mAP interval for {note}", file=sys.stderr)
+            for r in records:  # the scratch folder goes away with this block
+                if r.get("detections_file") in scratch_files:
+                    r.pop("detections_file")
+                    r.get("config", {})["save_detections"] = None
             write_records(Path(args.out) / "records.jsonl", records)
         wall = time.perf_counter() - t0
     print_table(records)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedet.errors import InvalidInputError
+from edgedet.errors import EdgedetError, InvalidInputError
 
 from .plot import point_label
 from .records import config_key, get_path
@@ -124,32 +124,38 @@ def _paired_delta(
     old: Mapping[str, Any], new: Mapping[str, Any], resamples: int
 ) -> tuple[float, float] | None:
     """95% paired bootstrap interval of NEW - OLD mAP50-95, or None when the two records did not
-    save detections (or those files are gone) or were not scored on the same images."""
+    save detections (or those files are gone), were not scored on the same images in the same
+    way (`paired.pairing_key`), or the bootstrap failed (a moved dataset, say): the comparison
+    itself never fails for want of it."""
+    from .paired import pairing_key
+
     files = [r.get("detections_file") for r in (old, new)]
     if not all(isinstance(f, str) and Path(f).is_file() for f in files):
         return None
     if any(r.get("status") != "ok" for r in (old, new)):
         return None
-    same = ("dataset_path", "images", "class_names")
-    if any(old.get(k) != new.get(k) for k in same) or not old.get("class_names"):
+    if pairing_key(old) != pairing_key(new) or not old.get("class_names"):
         return None
     from edgedet.bootstrap import bootstrap_map
     from edgedet.data import load_dataset
 
     from .runner import load_detections
 
-    a, b = (load_detections(str(f)) for f in files)
-    if set(a) != set(b):
+    try:
+        a, b = (load_detections(str(f)) for f in files)
+        if set(a) != set(b):
+            return None
+        result = bootstrap_map(
+            load_dataset(str(old["dataset_path"])),
+            {"old": a, "new": b},
+            old["class_names"],
+            reference="old",
+            resamples=resamples,
+            aliases=get_path(old, "config.aliases"),
+            image_ids=sorted(a),
+        )
+    except (EdgedetError, OSError, ValueError, MemoryError):
         return None
-    result = bootstrap_map(
-        load_dataset(str(old["dataset_path"])),
-        {"old": a, "new": b},
-        old["class_names"],
-        reference="old",
-        resamples=resamples,
-        aliases=get_path(old, "config.aliases"),
-        image_ids=sorted(a),
-    )
     ci = result.differences["new"]
     return ci.low, ci.high
 

@@ -1,23 +1,30 @@
-"""Paired bootstrap between the configurations of one bench run: how sure is "the INT8 model
-keeps 99.2% of float" on these images?
+"""Bootstrap intervals for a bench run's configurations, computed in the parent process from
+the detections each worker saved (so the bootstrap's memory never shows in a worker's peak RSS).
 
-Configurations scored on the same images with the same class names form a group; the first one
-that ran is the group's reference (put the float model first). For every other configuration
-the accuracy section gains ``vs_reference``: the difference and ratio of mAP50-95 to the
-reference with their intervals, and the share of resamples in which it scored higher
-(`edgedet.bootstrap.bootstrap_map`, the same resamples for every configuration of the group).
+Configurations scored on the same images with the same class names and aliases form a group
+(`pairing_key`); the first of the group that ran is its reference (put the float model first).
+Every ok record gets ``accuracy.map50_95_ci``; every other member of a group also gets
+``accuracy.vs_reference``: the difference and ratio of mAP50-95 to the reference with their
+intervals, and the share of resamples in which it scored higher (`edgedet.bootstrap`, the same
+resamples for the whole group). A group whose bootstrap fails gets ``accuracy.interval_reason``
+instead; the run's other results are kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgedet.errors import EdgedetError
+
+from .plot import point_label
 from .records import get_path
 from .runner import load_detections
 
 
-def _group_key(record: dict[str, Any]) -> tuple[Any, ...]:
+def pairing_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Records with equal keys were scored on the same images in the same way, so their
+    detections can be compared paired."""
     return (
         record.get("dataset_path"),
         record.get("images"),
@@ -26,12 +33,20 @@ def _group_key(record: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def add_paired_intervals(
-    records: Sequence[dict[str, Any]], *, resamples: int, seed: int = 0
-) -> list[str]:
-    """Write ``accuracy.vs_reference`` into each ok record that has a reference (see the module
-    docstring); records need ``detections_file`` and ``class_names``. Returns messages about
-    records that could not be compared (missing detections file)."""
+def config_label(record: Mapping[str, Any]) -> str:
+    """Model, precision, runtime, input size and threads: enough to tell sweep rows apart."""
+    size = record.get("imgsz")
+    size_text = "x".join(map(str, size)) if isinstance(size, (list, tuple)) else size
+    parts = [point_label(record), str(record.get("runtime")), f"imgsz {size_text}"]
+    if record.get("threads"):
+        parts.append(f"{record['threads']} threads")
+    return " ".join(parts)
+
+
+def add_intervals(records: Sequence[dict[str, Any]], *, resamples: int, seed: int = 0) -> list[str]:
+    """Write the intervals described in the module docstring into the records (in place).
+    Records need ``detections_file`` and ``class_names``. Returns messages about records that
+    got no interval (no detections saved, or the bootstrap failed)."""
     from edgedet.bootstrap import bootstrap_map
     from edgedet.data import load_dataset
 
@@ -41,34 +56,46 @@ def add_paired_intervals(
         if r.get("status") != "ok" or not isinstance(r.get("accuracy"), dict):
             continue
         if not r.get("detections_file") or not r.get("class_names"):
-            notes.append(f"{r.get('model_name')} {r.get('runtime')}: no detections saved")
+            notes.append(f"{config_label(r)}: no detections saved")
             continue
-        groups.setdefault(_group_key(r), []).append(r)
+        groups.setdefault(pairing_key(r), []).append(r)
     for members in groups.values():
-        if len(members) < 2:
-            continue
         ref = members[0]
-        dataset = load_dataset(ref["dataset_path"])
-        preds = {str(i): load_detections(r["detections_file"]) for i, r in enumerate(members)}
-        result = bootstrap_map(
-            dataset,
-            preds,
-            ref["class_names"],
-            reference="0",
-            resamples=resamples,
-            seed=seed,
-            aliases=get_path(ref, "config.aliases"),
-            image_ids=sorted(preds["0"]),
-        )
-        label = f"{ref.get('model_name')} {ref.get('runtime')} {ref.get('precision')}"
-        for i, r in enumerate(members[1:], start=1):
+        try:
+            preds = {str(i): load_detections(r["detections_file"]) for i, r in enumerate(members)}
+            result = bootstrap_map(
+                load_dataset(ref["dataset_path"]),
+                preds,
+                ref["class_names"],
+                reference="0",
+                resamples=resamples,
+                seed=seed,
+                aliases=get_path(ref, "config.aliases"),
+                image_ids=sorted(preds["0"]),
+            )
+        except (EdgedetError, OSError, ValueError, MemoryError) as err:
+            for r in members:
+                r["accuracy"]["interval_reason"] = f"bootstrap failed: {err}"
+                notes.append(f"{config_label(r)}: bootstrap failed: {err}")
+            continue
+        for i, r in enumerate(members):
             key = str(i)
+            r["accuracy"]["map50_95_ci"] = {
+                **result.intervals[key].to_dict(),
+                "resamples": result.resamples,
+                "seed": result.seed,
+                "images": result.images,
+                "method": "percentile bootstrap over images",
+            }
+            if i == 0:
+                continue
             r["accuracy"]["vs_reference"] = {
-                "reference": label,
+                "reference": config_label(ref),
                 "difference": result.differences[key].to_dict(),
                 "ratio": result.ratios[key].to_dict(),
                 "p_higher": result.p_higher[key],
                 "resamples": result.resamples,
                 "seed": result.seed,
+                "images": result.images,
             }
     return notes

@@ -156,16 +156,17 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     ok = [r for r in records if r.get("status") == "ok" and isinstance(r.get("accuracy"), dict)]
     paired = [r for r in ok if isinstance(r["accuracy"].get("vs_reference"), dict)]
     if paired:
-        first = paired[0]["accuracy"]["vs_reference"]
         lines += [
             "",
             "## Against the reference (paired bootstrap over images)",
             "",
-            f"Reference: {first['reference']}. Each configuration is scored on the same "
-            f"{first['resamples']} resamples of the images as the reference; the intervals are "
-            "95% percentile intervals of the difference and ratio of mAP50-95; P(higher) is the "
-            "share of resamples in which it scored above the reference. An interval that holds "
-            "0 (or 100%) means these images cannot tell the two apart.",
+            "Configurations scored on the same images (same dataset, image count, class names "
+            "and aliases) are compared with the first of them that ran, on the same "
+            f"{paired[0]['accuracy']['vs_reference']['resamples']} resamples of the images: 95% "
+            'percentile intervals of the difference and of the ratio of mAP50-95. "share '
+            'higher" is the share of resamples in which the configuration scored above its '
+            "reference (ties count half), not a probability. An interval that holds 0 (or 100%) "
+            "means these images cannot tell the two apart; it does not mean they are equal.",
             "",
         ]
         body = []
@@ -177,6 +178,7 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
                     str(r.get("model_name")),
                     str(r.get("runtime")),
                     str(r.get("precision")),
+                    str(v.get("reference")),
                     _fmt(d.get("estimate"), "+.4f"),
                     "–" if d.get("low") is None else f"{d['low']:+.4f} to {d['high']:+.4f}",
                     _fmt(None if q.get("estimate") is None else 100 * q["estimate"], ".1f"),
@@ -184,8 +186,15 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
                     _fmt(v.get("p_higher"), ".2f"),
                 ]
             )
-        hdr = ["model", "runtime", "precision", "Δ mAP", "Δ 95% CI", "% of ref", "% 95% CI"]
-        lines += _md_table([*hdr, "P(higher)"], body)
+        hdr = ["model", "runtime", "precision", "reference", "Δ mAP", "Δ 95% CI", "% of ref"]
+        lines += _md_table([*hdr, "% 95% CI", "share higher"], body)
+    reasons = [r for r in ok if r["accuracy"].get("interval_reason")]
+    if reasons:
+        lines += ["", "No mAP interval:", ""]
+        lines += [
+            f"- {r.get('model_name')} {r.get('runtime')}: {_md_escape(r['accuracy']['interval_reason'])}"
+            for r in reasons
+        ]
     per_class: list[str] = []
     for r in ok:
         for name, ap in (r["accuracy"].get("per_class_ap") or {}).items():
@@ -346,9 +355,11 @@ def csv_columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
             "f1",
             "map50_95_ci.low",
             "map50_95_ci.high",
+            "vs_reference.reference",
             "vs_reference.difference.estimate",
             "vs_reference.difference.low",
             "vs_reference.difference.high",
+            "vs_reference.ratio.estimate",
             "vs_reference.ratio.low",
             "vs_reference.ratio.high",
             "vs_reference.p_higher",

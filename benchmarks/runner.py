@@ -89,7 +89,6 @@ class BenchConfig:
     eval_backend: str = "faster-coco-eval"
     cross_check: bool = False  # also evaluate with pycocotools and record the difference
     save_detections: str | None = None  # write the accuracy-pass detections here (JSON)
-    bootstrap: int = 1000  # resamples for the mAP50-95 confidence interval (0: none)
     keep_samples: bool = False  # put raw latency samples in the record (for pooling rounds)
     accuracy: bool = True  # run the accuracy pass (later --repeat rounds skip it)
     runtime_options: dict[str, Any] = field(default_factory=dict)
@@ -103,8 +102,6 @@ class BenchConfig:
             raise InvalidInputError(f"threads must be >= 1, got {self.threads}")
         if self.images is not None and self.images < 1:
             raise InvalidInputError(f"images must be >= 1, got {self.images}")
-        if self.bootstrap < 0:
-            raise InvalidInputError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise InvalidInputError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'"
@@ -335,19 +332,6 @@ def _accuracy(det: Any, dataset: Any, config: BenchConfig, record: dict[str, Any
     report = _evaluate(det, dataset, dets, config, config.eval_backend)
     record["accuracy"] = {**report.to_dict(), "backend": config.eval_backend}
     record["class_names"] = list(det.class_names)
-    if config.bootstrap > 0:
-        from edgedet.bootstrap import bootstrap_map
-
-        boot = bootstrap_map(
-            dataset, {"model": dets}, det.class_names, aliases=config.aliases,
-            resamples=config.bootstrap,
-        )  # fmt: skip
-        record["accuracy"]["map50_95_ci"] = {
-            **boot.intervals["model"].to_dict(),
-            "resamples": boot.resamples,
-            "seed": boot.seed,
-            "method": "percentile bootstrap over images",
-        }
     if config.cross_check:
         other = "pycocotools" if config.eval_backend != "pycocotools" else "faster-coco-eval"
         check = _evaluate(det, dataset, dets, config, other)

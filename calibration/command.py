@@ -384,9 +384,21 @@ def run_calibrate(args: argparse.Namespace) -> int:
                         )
                         report["mixed_precision"] = mixed
                 report["accuracy"] = _accuracy_section(before, after, safety)
+                from .ort_int8 import update_record
+
+                if result.path.suffix == ".onnx":
+                    update_record(result.path, map_before=before.map50_95, map_after=after.map50_95)
+                else:
+                    _update_sidecar(
+                        result.path, map_before=before.map50_95, map_after=after.map50_95
+                    )
                 from .evaluate import drop_interval
 
-                drop = drop_interval(before, after, args.val)
+                try:  # an extra on the report: its failure must not cost the model or report
+                    drop = drop_interval(before, after, args.val)
+                except (EdgedetError, OSError, ValueError, MemoryError) as err:
+                    log.warning("no interval for the mAP loss: %s", err)
+                    drop = None
                 if drop is not None:
                     report["accuracy"]["map_drop_interval_points"] = drop
                     budget = spec.max_map_drop
@@ -397,14 +409,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
                             "more validation images",
                             budget, drop["images"], drop["drop_points"], drop["low"], drop["high"],
                         )  # fmt: skip
-                from .ort_int8 import update_record
-
-                if result.path.suffix == ".onnx":
-                    update_record(result.path, map_before=before.map50_95, map_after=after.map50_95)
-                else:
-                    _update_sidecar(
-                        result.path, map_before=before.map50_95, map_after=after.map50_95
-                    )
             elif not args.no_latency:
                 data = args.data or None
                 if data is not None:

@@ -26,7 +26,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -393,7 +393,9 @@ def mixed_precision(
             keep = list(ranking[:k])
             cand = work / f"k{k}.onnx"
             quantize_onnx(model_path, source, spec, cand, meta, keep_float=keep, prepared=prepared)
-            score = evaluate(cand)
+            # Only the mAPs are compared here; the command re-scores the kept candidate, so
+            # the candidates' detections need not stay in memory.
+            score = replace(evaluate(cand), detections=None)
             ok, why = within_budget(
                 before,
                 score,

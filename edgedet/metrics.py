@@ -193,10 +193,17 @@ def _coco_api(backend: str) -> tuple[Any, Any]:
     raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def _run_cocoeval(
-    backend: str, gt: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[int]
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(12 COCO stats, precision array [T, R, K, A, M], catIds in K order)."""
+def coco_bbox_eval(
+    backend: str,
+    gt: dict[str, Any],
+    results: list[dict[str, Any]],
+    cat_ids: Sequence[int],
+    *,
+    all_areas_only: bool = False,
+) -> Any:
+    """The backend's COCOeval for boxes over ``gt`` and ``results``, after its per-image
+    ``evaluate()`` (call ``accumulate()`` / ``summarize()`` next). ``all_areas_only`` matches
+    only the "all" area range (what `edgedet.bootstrap` needs; a quarter of the work)."""
     coco_cls, eval_cls = _coco_api(backend)
     # Both libraries print progress to stdout; errors still raise.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -216,7 +223,19 @@ def _run_cocoeval(
         ev = eval_cls(coco_gt, coco_dt, "bbox")
         ev.params.imgIds = [im["id"] for im in gt["images"]]
         ev.params.catIds = sorted(cat_ids)
+        if all_areas_only:
+            ev.params.areaRng = ev.params.areaRng[:1]
+            ev.params.areaRngLbl = ev.params.areaRngLbl[:1]
         ev.evaluate()
+    return ev
+
+
+def _run_cocoeval(
+    backend: str, gt: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[int]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(12 COCO stats, precision array [T, R, K, A, M], catIds in K order)."""
+    ev = coco_bbox_eval(backend, gt, results, cat_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
         ev.summarize()
     stats = np.asarray(ev.stats, dtype=np.float64)[:12]

@@ -105,7 +105,7 @@ def test_bench_end_to_end(models_dir: Path, datasets_dir: Path, tmp_path: Path) 
     )
     assert paired["difference"] == direct.differences["ov"].to_dict()
     assert paired["ratio"] == direct.ratios["ov"].to_dict()
-    assert paired["reference"].startswith("yolox_nano_416 onnxruntime")
+    assert paired["reference"] == "yolox_nano_416 fp32 onnxruntime imgsz 416 1 threads"
     assert "Against the reference (paired bootstrap" in (out / "results.md").read_text()
 
 
@@ -173,6 +173,8 @@ def test_no_arguments_runs_the_sample(tmp_path: Path) -> None:
     for record in records:
         assert record["status"] == "ok", record["reason"]
         assert record["model_name"] == "sample_roads" and record["accuracy"]["map50"] > 0
-        # the scratch detections of the paired bootstrap are not left pointed at
-        assert "detections_file" not in record
+        # the scratch detections of the bootstrap are not left pointed at
+        assert "detections_file" not in record and record["config"]["save_detections"] is None
+        ci = record["accuracy"]["map50_95_ci"]
+        assert ci["low"] <= record["accuracy"]["map50_95"] <= ci["high"]
     assert "vs_reference" in records[1]["accuracy"]

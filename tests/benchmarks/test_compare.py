@@ -116,7 +116,9 @@ def test_paired_interval_of_the_map_difference_from_saved_detections(tmp_path: P
     for name, dets in runs.items():
         f = tmp_path / f"{name}.json"
         f.write_text(json.dumps(_detections_to_json(dets)))
-        rec = make_record(map50_95=0.5)
+        from edgedet.metrics import evaluate
+
+        rec = make_record(map50_95=evaluate(ds, dets, ds.class_names).map50_95)
         rec.update(
             dataset_path=str(data), images=len(ds), class_names=list(ds.class_names),
             detections_file=str(f),
@@ -127,7 +129,12 @@ def test_paired_interval_of_the_map_difference_from_saved_detections(tmp_path: P
     ci = direct.differences["new"]
     assert rows[0].map_delta_ci == (ci.low, ci.high)
     assert ci.high < 0  # more box noise: lower mAP on every resample
+    assert ci.low <= rows[0].map_delta <= ci.high
     assert f"{ci.low:+.4f} to {ci.high:+.4f}" in difference_rows(rows)[1][0]
+    # scored with other aliases: not comparable image for image, no interval
+    records["new"]["config"] = {**records["new"].get("config", {}), "aliases": {"car": "truck"}}
+    assert compare([records["old"]], [records["new"]], bootstrap=50)[0][0].map_delta_ci is None
+    records["new"]["config"]["aliases"] = None
     Path(records["new"]["detections_file"]).unlink()
     rows, _ = compare([records["old"]], [records["new"]], bootstrap=200)
     assert rows[0].map_delta_ci is None
