@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgedet.errors import InvalidInputError, ModelLoadError, TrainingError
+from edgedet.errors import EdgedetError, InvalidInputError, ModelLoadError, TrainingError
 from edgedet.meta import ModelMeta, atomic_write_bytes
 
 if TYPE_CHECKING:  # torch is imported inside the functions: add_*_arguments must work without it
@@ -151,8 +151,10 @@ def export_model(
     return export_module(model, src.example(), out, meta=meta)
 
 
-def evaluate_file(path: Path, data: str, family: str | None, threads: int = 2) -> dict[str, float]:
-    """mAP50-95 (score 0.001, class-aware NMS IoU 0.65) and end-to-end p50 on ONNX Runtime."""
+def _predict_file(
+    path: Path, data: str, family: str | None, threads: int
+) -> tuple[dict[str, float], dict[int, Any], tuple[str, ...], Any]:
+    """(mAP50-95 / mAP50 / p50 numbers, detections, class names, dataset) of one ONNX file."""
     import edgedet
     from edgedet.data import load_dataset
     from edgedet.meta import read_meta
@@ -174,9 +176,52 @@ def evaluate_file(path: Path, data: str, family: str | None, threads: int = 2) -
             out["e2e_p50_ms"], out["infer_p50_ms"] = p50_latency(det, ds)
         except ImportError:
             pass
-        return out
+        return out, preds, tuple(det.class_names), ds
     finally:
         det.close()
+
+
+def evaluate_file(path: Path, data: str, family: str | None, threads: int = 2) -> dict[str, float]:
+    """mAP50-95 (score 0.001, class-aware NMS IoU 0.65) and end-to-end p50 on ONNX Runtime."""
+    return _predict_file(path, data, family, threads)[0]
+
+
+def evaluate_pair(
+    before: Path, after: Path, data: str, family: str | None, threads: int = 2
+) -> dict[str, Any]:
+    """``eval_before`` and ``eval_after`` as `evaluate_file` gives them, and ``map_kept``: the
+    share of mAP50-95 the compressed model keeps with its 95% paired bootstrap interval over the
+    validation images (`edgedet.bootstrap`), or the reason it could not be computed."""
+    b, pred_b, names_b, ds = _predict_file(before, data, family, threads)
+    a, pred_a, names_a, _ = _predict_file(after, data, family, threads)
+    out: dict[str, Any] = {"eval_before": b, "eval_after": a}
+    if names_a != names_b:
+        out["map_kept"] = {"reason": "the two models have different class names"}
+        return out
+    try:
+        from edgedet.bootstrap import bootstrap_map
+
+        res = bootstrap_map(ds, {"before": pred_b, "after": pred_a}, names_b, reference="before")
+    except (EdgedetError, ValueError, MemoryError) as err:  # an extra: never lose the run
+        out["map_kept"] = {"reason": f"bootstrap failed: {err}"}
+        return out
+    out["map_kept"] = {
+        **res.ratios["after"].to_dict(),
+        "difference": res.differences["after"].to_dict(),
+        "resamples": res.resamples,
+        "images": res.images,
+    }
+    return out
+
+
+def float_reference(src: Source, model: nn.Module, folder: Path) -> Path:
+    """An ONNX file of the float model ``model`` (of ``src``'s kind) to score against: the
+    source file itself when it is ONNX, else an export into ``folder``."""
+    if src.path.suffix.lower() == ".onnx":
+        return src.path
+    out = folder / "float.onnx"
+    export_model(src, model, out, {"kind": "float reference"})
+    return out
 
 
 def _out_paths(out: str) -> dict[str, Path]:
@@ -389,9 +434,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     export_model(src, model, paths["onnx"], record)
     save_module(src, model, paths["pt"])
     with tempfile.TemporaryDirectory() as tmp:
-        before_path = src.path if src.path.suffix.lower() == ".onnx" else Path(tmp) / "float.onnx"
-        if before_path != src.path:
-            export_model(src, teacher, before_path, {"kind": "float reference"})
+        before_path = float_reference(src, teacher, Path(tmp))
         report["latency_before"] = measure_latency(before_path, iters=args.latency_iters)
         report["latency_after"] = measure_latency(paths["onnx"], iters=args.latency_iters)
         report.update(
@@ -400,8 +443,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         if args.val:
             fam = args.family or src.meta.family
             # the exported float teacher (or the source file itself) through the same harness
-            report["eval_before"] = evaluate_file(before_path, args.val, fam)
-            report["eval_after"] = evaluate_file(paths["onnx"], args.val, fam)
+            report.update(evaluate_pair(before_path, paths["onnx"], args.val, fam))
     _write_reports(paths, report, report_markdown(report, f"Pruning {Path(args.model).name}"))
     print(f"wrote {paths['onnx']} ({report['macs_kept']:.1%} of MACs, {report['note']})")
     return report
@@ -442,6 +484,7 @@ def _same_layout(student: Source, teacher: Source) -> tuple[nn.Module, nn.Module
 
 def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     from .distill import Distiller, list_images
+    from .prune import map_kept_line
 
     paths = _out_paths(args.out)
     student = load_source(args.model, args.family, args.imgsz)
@@ -461,11 +504,14 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     export_model(student, d.student, paths["onnx"], record)
     save_module(student, d.student, paths["pt"])
     report: dict[str, Any] = {"record": record, "history": res["history"]}
-    if args.val:
-        report["eval_after"] = evaluate_file(paths["onnx"], args.val, student.meta.family)
+    if args.val:  # the student against its float teacher, on the same images
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = float_reference(teacher, teacher.model, Path(tmp))
+            report.update(evaluate_pair(ref, paths["onnx"], args.val, student.meta.family))
     md = f"# Distillation of {Path(args.model).name}\n\n" + "\n".join(
         f"- epoch {h['epoch']}: loss {h['loss']:.4f}" for h in res["history"]
     )
+    md += "\n" + map_kept_line(report)
     _write_reports(paths, report, md + "\n")
     print(f"wrote {paths['onnx']}")
     return report
@@ -504,6 +550,7 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
 
     from .distill import list_images
     from .models.net import EdgeDet, ExportModel
+    from .prune import map_kept_line
     from .qat import export_qdq, qat_distill
 
     paths = _out_paths(args.out)
@@ -515,6 +562,9 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidInputError("--teacher must be the same kind of model as MODEL for QAT")
         teacher = teacher_src.model
     images = list_images(args.images, args.max_images)
+    ref_dir = tempfile.TemporaryDirectory()
+    # QAT rewrites the module in place: the float reference is exported before it starts
+    reference = float_reference(src, src.model, Path(ref_dir.name)) if args.val else None
     pre = _preprocessor(src)
     calib = [torch.from_numpy(pre([_read(p)])[0]) for p in images[: args.calib_images]]
     paths["work"].mkdir(parents=True, exist_ok=True)
@@ -541,8 +591,9 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
     info = export_qdq(wrapper, src.example(), paths["onnx"], meta=meta, input_names=names,
                       output_names=outs)  # fmt: skip
     report: dict[str, Any] = {"record": record, "history": res["history"], "export": info}
-    if args.val:
-        report["eval_after"] = evaluate_file(paths["onnx"], args.val, src.meta.family)
+    if reference is not None:
+        report.update(evaluate_pair(reference, paths["onnx"], args.val, src.meta.family))
+    ref_dir.cleanup()
     tail = (
         info["tail_quantizers"]
         if info["tail_quantizers"] >= 0
@@ -557,6 +608,8 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
            or "none")
         + "\n"
     )  # fmt: skip
+    if "map_kept" in report:
+        md += map_kept_line(report) + "\n"
     _write_reports(paths, report, md)
     print(f"wrote {paths['onnx']}")
     return report

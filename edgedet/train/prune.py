@@ -639,6 +639,9 @@ def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> st
             f"| mAP50 | {before['map50']:.4f} | {after['map50']:.4f} "
             f"| {after['map50'] / max(before['map50'], 1e-12):.1%} |",
         ]
+    kept = map_kept_line(report)
+    if kept:
+        lines += ["", kept]
     for rec in report.get("reconstruction", []):
         rows = rec["layers"]
         fitted = [r for r in rows if r["fitted"]]
@@ -654,6 +657,24 @@ def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> st
         if b0 != a0:
             lines.append(f"- `{name}`: {b0} -> {a0}")
     return "\n".join(lines) + "\n"
+
+
+def map_kept_line(report: dict[str, Any]) -> str:
+    """One markdown line: the share of float mAP50-95 kept with its 95% paired bootstrap
+    interval (``report["map_kept"]``, see `compress_command.evaluate_pair`), or why it is
+    missing; empty without a validation run."""
+    kept = report.get("map_kept")
+    if not kept:
+        return ""
+    if kept.get("reason"):
+        return f"- share of float mAP50-95 kept: no interval ({kept['reason']})"
+    if kept.get("estimate") is None or kept.get("low") is None:
+        return "- share of float mAP50-95 kept: undefined (float mAP is 0)"
+    return (
+        f"- share of float mAP50-95 kept: {kept['estimate']:.1%} "
+        f"[{kept['low']:.1%}, {kept['high']:.1%}], 95% paired bootstrap over "
+        f"{kept['images']} validation images (an interval this wide is what they resolve)"
+    )
 
 
 def check_prunable(model: nn.Module, example: Any) -> None:

@@ -245,3 +245,30 @@ def test_prune_command_with_sensitivity_ratios_and_reconstruction(tmp_path: Path
     assert saved["sensitivity"][0][0]["name"] == scan[0]["name"]
     kept = {n for n, (b, c) in report["channels"].items() if c == b}
     assert kept  # not every layer cut alike: the scan spared some
+
+
+@pytest.mark.testdata
+def test_evaluate_pair_on_a_real_detector(models_dir: Path, datasets_dir: Path) -> None:
+    """The compression reports' "share of float mAP kept" with its paired interval, through the
+    real file-scoring path: a model against itself keeps exactly 100%, interval included (the
+    interval's arithmetic is tested in tests/test_bootstrap.py)."""
+    from edgedet.train.compress_command import evaluate_pair
+    from edgedet.train.prune import map_kept_line
+
+    yolox = models_dir / "yolox_nano_416.onnx"
+    pair = evaluate_pair(yolox, yolox, str(datasets_dir / "coco_tiny_val2017"), "yolox")
+    kept = pair["map_kept"]
+    assert kept["estimate"] == kept["low"] == kept["high"] == 1.0 and kept["images"] == 80
+    assert kept["difference"]["low"] == kept["difference"]["high"] == 0.0
+    assert pair["eval_before"]["map50_95"] == pair["eval_after"]["map50_95"] > 0.25
+    assert "100.0% [100.0%, 100.0%]" in map_kept_line(pair)
+
+
+def test_map_kept_line() -> None:
+    from edgedet.train.prune import map_kept_line
+
+    assert map_kept_line({}) == ""
+    kept = {"estimate": 0.66, "low": 0.561, "high": 0.727, "images": 80}
+    assert "66.0% [56.1%, 72.7%], 95% paired bootstrap over 80" in map_kept_line({"map_kept": kept})
+    assert "undefined" in map_kept_line({"map_kept": {"estimate": None, "low": None}})
+    assert "no interval (why)" in map_kept_line({"map_kept": {"reason": "why"}})
