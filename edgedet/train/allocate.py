@@ -32,11 +32,23 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5)
 
 def conv_macs(model: nn.Module, example: Any) -> dict[nn.Module, int]:
     """Multiply-accumulates of every convolution for one forward pass of ``example``."""
-    macs: dict[nn.Module, int] = {}
+    return {m: c[0] for m, c in conv_costs(model, example).items()}
 
-    def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
+
+def conv_costs(model: nn.Module, example: Any) -> dict[nn.Module, tuple[int, int, int]]:
+    """``(MACs, input elements, output elements)`` of every convolution for one forward pass of
+    ``example``, per image. Elements are what a memory-bound convolution (and the activation
+    fused after it) spends its time moving; see `latency_model.py`."""
+    costs: dict[nn.Module, tuple[int, int, int]] = {}
+
+    def hook(mod: nn.Module, inp: Any, out: Any) -> None:
         w: torch.Tensor = mod.weight  # type: ignore[assignment]
-        macs[mod] = int(out.numel() // out.shape[0]) * int(w.shape[1] * w.shape[2] * w.shape[3])
+        per_out = int(out.numel() // out.shape[0])
+        costs[mod] = (
+            per_out * int(w.shape[1] * w.shape[2] * w.shape[3]),
+            int(inp[0].numel() // inp[0].shape[0]),
+            per_out,
+        )
 
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
@@ -45,7 +57,15 @@ def conv_macs(model: nn.Module, example: Any) -> dict[nn.Module, int]:
     finally:
         for h in hooks:
             h.remove()
-    return macs
+    return costs
+
+
+def conv_cost_total(model: nn.Module, example: Any, macs_per_element: float) -> float:
+    """The whole model's estimated cost in MAC-equivalents: MACs plus ``macs_per_element``
+    times the elements every convolution reads and writes (0: MACs alone)."""
+    return float(
+        sum(m + macs_per_element * (i + o) for m, i, o in conv_costs(model, example).values())
+    )
 
 
 def _group_convs(
@@ -75,16 +95,32 @@ def _group_convs(
 def saved_macs(rows: Sequence[dict[str, Any]], ratios: Sequence[float]) -> float:
     """MACs removed when row ``i``'s group loses ``ratios[i]`` of its channels: each conv keeps
     ``(1 - cut of its inputs) x (1 - cut of its outputs)`` of its MACs."""
+    return saved_cost(rows, ratios, 0.0)
+
+
+def saved_cost(
+    rows: Sequence[dict[str, Any]], ratios: Sequence[float], macs_per_element: float
+) -> float:
+    """MAC-equivalents removed (`saved_macs`, plus ``macs_per_element`` times the input and
+    output elements removed: a conv's inputs shrink with the cut of its input channels, its
+    outputs with the cut of its output channels, both with it for a depthwise conv)."""
     cut: dict[str, list[float]] = {}
     size: dict[str, int] = {}
+    elements: dict[str, tuple[int, int, bool]] = {}
     for row, r in zip(rows, ratios):
+        elements.update(row.get("elements", {}))
         for name, side, share, m in row["convs"]:
             c = cut.setdefault(name, [0.0, 0.0])
             c[side == "out"] += r * share
             size[name] = m
-    return sum(
-        size[n] * (1.0 - (1.0 - min(1.0, i)) * (1.0 - min(1.0, o))) for n, (i, o) in cut.items()
-    )
+    total = 0.0
+    for n, (i, o) in cut.items():
+        i, o = min(1.0, i), min(1.0, o)
+        total += size[n] * (1.0 - (1.0 - i) * (1.0 - o))
+        if macs_per_element and n in elements:
+            e_in, e_out, depthwise = elements[n]
+            total += macs_per_element * (e_in * (o if depthwise else i) + e_out * o)
+    return total
 
 
 def scan(
@@ -111,7 +147,8 @@ def scan(
     say = log or (lambda s: None)
     model.eval()
     names = {m: n for n, m in model.named_modules()}
-    macs = conv_macs(model, example)
+    costs = conv_costs(model, example)
+    macs = {m: c[0] for m, c in costs.items()}
     stats = ActivationStats()
     reference = stats.refresh(model, calibration)  # one pass: statistics and reference outputs
     score = distortion(reference)
@@ -168,6 +205,11 @@ def scan(
                 "channels": n,
                 "macs": sum(c[3] for c in convs),
                 "convs": convs,
+                "elements": {  # (input elements, output elements, depthwise) per cut conv
+                    names[m]: (c[1], c[2], int(getattr(m, "groups", 1)) > 1)
+                    for m, c in costs.items()
+                    if names[m] in {cv[0] for cv in convs}
+                },
                 "cost": cost,
             }
         )
@@ -179,9 +221,15 @@ def scan(
 
 
 def allocate(
-    rows: Sequence[dict[str, Any]], total_macs: int, target: float, max_ratio: float = 0.75
+    rows: Sequence[dict[str, Any]],
+    total_macs: float,
+    target: float,
+    max_ratio: float = 0.75,
+    macs_per_element: float = 0.0,
 ) -> dict[nn.Module, float]:
     """Per-group ratios that save ``(1 - target) * total_macs`` at the least summed distortion.
+    With ``macs_per_element`` > 0 the budget is in MAC-equivalents (`saved_cost`): the estimated
+    latency of `latency_model.py`, where a channel of a high-resolution layer is worth more.
 
     Greedy on the marginal cost per MAC saved, moving one group at a time to its next measured
     ratio; MACs saved are counted per conv (`saved_macs`), so a conv cut on both sides is not
@@ -198,7 +246,7 @@ def allocate(
             if r <= max_ratio:
                 worst = max(worst, float(row["cost"][r]))
                 pts.append((r, worst))
-        if len(pts) > 1 and row["macs"] > 0:
+        if len(pts) > 1 and (row["macs"] > 0 or macs_per_element > 0):
             steps[i] = pts
     level = {i: 0 for i in steps}
     current = [0.0] * len(rows)
@@ -212,7 +260,7 @@ def allocate(
                 continue
             trial = list(current)
             trial[i] = pts[j + 1][0]
-            now = saved_macs(rows, trial)
+            now = saved_cost(rows, trial, macs_per_element)
             gain = max(now - saved, 1e-9)
             key = ((pts[j + 1][1] - pts[j][1]) / gain, -gain)  # ties (free cuts): bigger first
             if best is None or key < best:

@@ -293,6 +293,12 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-macs", type=float, default=None, help="fraction of MACs kept")
     p.add_argument("--target-params", type=float, default=None, help="fraction of params kept")
     p.add_argument(
+        "--target-latency", type=float, default=None, metavar="F",
+        help="fraction of the convolutions' latency kept, estimated by a model fitted to ONNX "
+        "Runtime's per-node profile of this model here (MACs plus data moved; "
+        "edgedet/train/latency_model.py); the report measures the real speed-up",
+    )  # fmt: skip
+    p.add_argument(
         "--importance", default="activation",
         choices=["activation", "l1", "l2", "bnscale", "taylor"],
         help="channel ranking (default activation: variance on the calibration images x the "
@@ -348,14 +354,26 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     paths = _out_paths(args.out)
-    if args.target_macs is not None and args.target_params is not None:
-        raise InvalidInputError("give --target-macs or --target-params, not both")
-    metric = "params" if args.target_params is not None else "macs"
-    target = args.target_params if metric == "params" else (args.target_macs or 0.7)
+    given = {
+        k: v
+        for k, v in (
+            ("macs", args.target_macs),
+            ("params", args.target_params),
+            ("latency", getattr(args, "target_latency", None)),
+        )
+        if v is not None
+    }
+    if len(given) > 1:
+        raise InvalidInputError(
+            "give one of --target-macs, --target-params, --target-latency, not "
+            + " and ".join(f"--target-{k}" for k in given)
+        )
+    metric, target = next(iter(given.items())) if given else ("macs", 0.7)
     cfg = PruneConfig(
         target=target, metric=metric, importance=args.importance, round_to=args.round_to or None,
         global_pruning=args.global_ranking, stages=args.stages, compensate=not args.no_compensate,
         sensitivity=args.sensitivity, reconstruct=args.reconstruct,
+        macs_per_element=0.0 if metric == "latency" else None,  # the fitted rate replaces it
     )  # fmt: skip
     cfg.validate()
     src = load_source(args.model, args.family, args.imgsz)
@@ -367,11 +385,28 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "prune_state.pt"
     start, base, kept = 0, None, None
+    latency_fit: dict[str, Any] | None = None
     if args.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
         kept = st.get("kept_channels")
+        latency_fit = st.get("latency_model")  # the same rate as the interrupted run
         print(f"resuming after stage {start} of {cfg.stages}", flush=True)
+    if metric == "latency":
+        if latency_fit is None:
+            from .latency_model import fit_latency_model
+
+            with tempfile.TemporaryDirectory() as tmp:
+                latency_fit = fit_latency_model(float_reference(src, teacher, Path(tmp))).to_dict()
+        cfg.macs_per_element = float(latency_fit["macs_per_element"])
+        cfg.validate()
+        print(
+            f"latency model (ONNX Runtime profile): {latency_fit['per_mmac']:.4f} ms/MMAC + "
+            f"{latency_fit['per_melement']:.4f} ms/M elements moved (R^2 "
+            f"{latency_fit['r2']:.2f}; MACs alone {latency_fit['r2_macs_only']:.2f}): one element "
+            f"costs {cfg.macs_per_element:.1f} MACs",
+            flush=True,
+        )
     example = src.example()
     check_prunable(model, example)
     x0, _ = pre([_read(images[0])])
@@ -399,7 +434,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         buf = io.BytesIO()
         torch.save(
             {"model": m, "stage": stage, "base": report_base,
-             "kept_channels": info.get("kept_channels")},
+             "kept_channels": info.get("kept_channels"), "latency_model": latency_fit},
             buf,
         )  # fmt: skip
         atomic_write_bytes(state_path, buf.getvalue())
@@ -429,6 +464,8 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         reference_model=teacher, kept_channels=kept,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
+    if latency_fit is not None:
+        report["latency_model"] = latency_fit
     record = {"kind": "prune", "config": cfg.to_dict(), "recover_epochs": args.epochs,
               "images": str(args.images), "teacher": str(args.model)}  # fmt: skip
     export_model(src, model, paths["onnx"], record)

@@ -40,12 +40,15 @@ from torch import nn
 from edgedet.errors import InvalidInputError, TrainingError
 
 IMPORTANCES: tuple[str, ...] = ("activation", "l1", "l2", "bnscale", "taylor")
-METRICS: tuple[str, ...] = ("macs", "params")
+METRICS: tuple[str, ...] = ("macs", "params", "latency")
 
 
 @dataclass
 class PruneConfig:
-    """How to prune. ``target`` is the fraction of ``metric`` kept (0 < target < 1)."""
+    """How to prune. ``target`` is the fraction of ``metric`` kept (0 < target < 1):
+    ``"macs"``, ``"params"``, or ``"latency"``, the estimated latency of the convolutions in
+    MAC-equivalents (MACs + ``macs_per_element`` x elements read and written; fit the rate on
+    the target with `latency_model.fit_latency_model`)."""
 
     target: float = 0.5
     metric: str = "macs"
@@ -64,6 +67,8 @@ class PruneConfig:
     # after each pruning step, refit every dense convolution by least squares to the unpruned
     # model's outputs on the calibration images (`reconstruct.py`); needs calibration images
     reconstruct: bool = True
+    # metric "latency": what an element moved costs, in MACs (0: the fit found MACs enough)
+    macs_per_element: float | None = None
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -81,10 +86,17 @@ class PruneConfig:
             raise InvalidInputError(f"stages must be >= 1, got {self.stages}")
         if self.round_to is not None and self.round_to < 1:
             raise InvalidInputError(f"round_to must be >= 1 or None, got {self.round_to}")
-        if self.sensitivity and (self.global_pruning or self.metric != "macs"):
+        if self.sensitivity and (self.global_pruning or self.metric == "params"):
             raise InvalidInputError(
-                "sensitivity-guided ratios allocate a MAC budget: use them with a MACs target "
-                "and without global ranking"
+                "sensitivity-guided ratios allocate a MAC or latency budget: use them with a "
+                "MACs or latency target and without global ranking"
+            )
+        if self.metric == "latency" and (
+            self.macs_per_element is None or self.macs_per_element < 0
+        ):
+            raise InvalidInputError(
+                "a latency target needs macs_per_element >= 0 (fit it on the target runtime with "
+                "edgedet.train.latency_model.fit_latency_model)"
             )
         if not 0.0 < self.max_layer_ratio < 1.0:
             raise InvalidInputError(
@@ -176,6 +188,20 @@ def count_macs_params(model: nn.Module, example: Any) -> tuple[int, int]:
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, example)
     return int(macs), int(params)
+
+
+def metric_value(
+    model: nn.Module, example: Any, cfg: PruneConfig, counted: tuple[int, int] | None = None
+) -> float:
+    """What ``cfg.target`` is a fraction of, for ``model`` now: MACs, parameters, or the
+    estimated conv latency in MAC-equivalents (``counted``: `count_macs_params`' result, if
+    already at hand)."""
+    if cfg.metric == "latency":
+        from .allocate import conv_cost_total
+
+        return conv_cost_total(model, example, cfg.macs_per_element or 0.0)
+    macs, params = counted or count_macs_params(model, example)
+    return float(macs if cfg.metric == "macs" else params)
 
 
 def conv_channels(model: nn.Module) -> dict[str, int]:
@@ -386,7 +412,14 @@ def prune(
     model.eval()
     channels_before = conv_channels(model)
     macs0, params0 = base or count_macs_params(model, example)
-    ref0 = macs0 if cfg.metric == "macs" else params0
+    if cfg.metric != "latency":
+        ref0 = float(macs0 if cfg.metric == "macs" else params0)
+    elif start_stage == 0:
+        ref0 = metric_value(model, example, cfg)
+    elif reference_model is not None:  # resumed: the unpruned model is the reference
+        ref0 = metric_value(reference_model, example, cfg)
+    else:
+        raise InvalidInputError("resuming a latency-targeted prune needs the unpruned model")
     named = dict(model.named_modules())
     unknown = [n for n in cfg.ignored if n not in named]
     if unknown:
@@ -421,7 +454,9 @@ def prune(
 
             batch = example if calibration is None else calibration[: cfg.sensitivity_images]
             rows = scan(model, example, batch, distortion or relative_mse, ignored=ignored, log=say)
-            chosen = allocate(rows, cur[0], goal / cur[0], cfg.max_layer_ratio)
+            now = metric_value(model, example, cfg, cur)
+            per_element = (cfg.macs_per_element or 0.0) if cfg.metric == "latency" else 0.0
+            chosen = allocate(rows, now, goal / now, cfg.max_layer_ratio, per_element)
             scans.append([{k: v for k, v in r.items() if k != "module"} for r in rows])
             # The allocation counts MACs from conv shapes; channel rounding and uncounted ops
             # make the real count differ a little, so the ratios get 15% headroom and the
@@ -442,7 +477,8 @@ def prune(
             round_to=cfg.round_to,
         )
         steps = 0
-        while (cur[0] if cfg.metric == "macs" else cur[1]) > goal and steps < cfg.steps_per_stage:
+        value = metric_value(model, example, cfg, cur)
+        while value > goal and steps < cfg.steps_per_stage:
             if cfg.importance == "taylor":
                 model.zero_grad()
                 with torch.enable_grad():
@@ -461,24 +497,28 @@ def prune(
                 group.prune()
             steps += 1
             cur = count_macs_params(model, example)
+            value = metric_value(model, example, cfg, cur)
         model.zero_grad(set_to_none=True)
         if teacher is not None:
             from .reconstruct import reconstruct
 
             fits = reconstruct(model, teacher, fit_images, kept_total, log=say)
             refits.append({"stage": stage + 1, "layers": fits})
-        reached = (cur[0] if cfg.metric == "macs" else cur[1]) <= goal
+        reached = value <= goal
         info = {
             "stage": stage + 1,
             "steps": steps,
             "macs": cur[0],
             "params": cur[1],
+            "metric": cfg.metric,
+            "value": value,
             "goal": goal,
             "reached": reached,
         }
         say(
             f"stage {stage + 1}/{cfg.stages}: MACs {cur[0] / 1e6:.1f}M "
             f"({cur[0] / macs0:.1%} of {macs0 / 1e6:.1f}M), params {cur[1] / 1e6:.2f}M"
+            + (f", estimated latency {value / ref0:.1%}" if cfg.metric == "latency" else "")
             + ("" if reached else f" - target not reached after {steps} steps")
         )
         if recover is not None:
@@ -488,6 +528,7 @@ def prune(
         if on_stage is not None:  # what a resume needs besides the model
             on_stage(model, stage, {**info, "kept_channels": copy.deepcopy(kept_total)})
     macs1, params1 = count_macs_params(model, example)
+    value1 = metric_value(model, example, cfg, (macs1, params1))  # in eval mode: BN untouched
     after = conv_channels(model)
     model.train(was_training)
     return {
@@ -502,7 +543,15 @@ def prune(
         "stages": stages,
         **({"sensitivity": scans} if scans else {}),
         **({"reconstruction": refits} if refits else {}),
-        "reached_target": (macs1 if cfg.metric == "macs" else params1) <= ref0 * cfg.target * 1.001,
+        "reached_target": value1 <= ref0 * cfg.target * 1.001,
+        **(
+            {
+                "latency_estimate_kept": value1 / ref0,
+                "macs_per_element": cfg.macs_per_element,
+            }
+            if cfg.metric == "latency"
+            else {}
+        ),
     }
 
 
@@ -625,6 +674,18 @@ def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> st
         b, a = report["latency_before"]["p50_ms"], report["latency_after"]["p50_ms"]
         lines.append(f"| p50 latency (ORT CPU) | {b:.2f} ms | {a:.2f} ms | {a / b:.1%} |")
         lines += ["", report.get("note", "")]
+    fit = report.get("latency_model")
+    if "latency_estimate_kept" in report:
+        lines.append(
+            f"- estimated convolution latency kept: {report['latency_estimate_kept']:.1%}"
+            + (
+                f" (ONNX Runtime profile fit: {fit['per_mmac']:.4f} ms/MMAC + "
+                f"{fit['per_melement']:.4f} ms per million elements moved, R^2 {fit['r2']:.2f};"
+                f" MACs alone R^2 {fit['r2_macs_only']:.2f})"
+                if fit
+                else ""
+            )
+        )
     for k in ("map_before", "map_after"):
         if k in report:
             lines.append(f"- {k}: {report[k]:.4f}")

@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from edgedet.errors import InvalidInputError
-from edgedet.train.allocate import allocate, conv_macs, saved_macs, scan
+from edgedet.train.allocate import (
+    allocate,
+    conv_cost_total,
+    conv_costs,
+    conv_macs,
+    saved_cost,
+    saved_macs,
+    scan,
+)
 from edgedet.train.prune import (
     ActivationStats,
     PruneConfig,
@@ -116,5 +124,60 @@ def test_sensitivity_pruning_reaches_the_target_and_keeps_the_outputs() -> None:
     assert report["macs_after"] == count_macs_params(model, X[:1])[0]
     assert model.a.out_channels == 8  # the sensitive layer untouched
     assert relative_mse(ref)(model(X)) < relative_mse(ref)(uniform(X))
-    with pytest.raises(InvalidInputError, match="MAC budget"):
+    with pytest.raises(InvalidInputError, match="MAC or latency budget"):
         PruneConfig(sensitivity=True, metric="params").validate()
+
+
+def test_conv_costs_count_macs_and_the_elements_moved() -> None:
+    model = TwoBranch().eval()
+    costs = conv_costs(model, X[:2])  # per image, whatever the batch
+    assert costs[model.b] == (16 * 16 * 16 * 3 * 9, 3 * 16 * 16, 16 * 16 * 16)
+    assert costs[model.out] == (4 * 256 * 16, 16 * 256, 4 * 256)
+    assert {m: c[0] for m, c in costs.items()} == conv_macs(model, X[:1])
+    total = sum(m for m, _, _ in costs.values())
+    moved = sum(i + o for _, i, o in costs.values())
+    assert conv_cost_total(model, X[:1], 0.0) == total
+    assert conv_cost_total(model, X[:1], 2.5) == total + 2.5 * moved
+
+
+def test_saved_cost_counts_elements_by_side_and_depthwise_on_both() -> None:
+    rows = [
+        {
+            "convs": [("c1", "out", 1.0, 100), ("dw", "out", 1.0, 10), ("c2", "in", 1.0, 400)],
+            "elements": {"c1": (30, 50, False), "dw": (50, 50, True), "c2": (50, 20, False)},
+        }
+    ]
+    # MACs: half of each; elements: c1's outputs, dw's inputs and outputs, c2's inputs
+    assert saved_macs(rows, [0.5]) == pytest.approx(50 + 5 + 200)
+    assert saved_cost(rows, [0.5], 2.0) == pytest.approx(255 + 2.0 * 0.5 * (50 + 100 + 50))
+
+
+def test_a_latency_budget_moves_the_cut_to_the_layer_that_moves_data() -> None:
+    """Two groups save the same MACs; one also moves 10x the data (a high-resolution layer).
+    By MACs alone the cheaper-distortion group is cut; by estimated latency, the data-heavy one
+    pays for itself despite its larger distortion per MAC."""
+    light = nn.Conv2d(1, 1, 1)
+    heavy = nn.Conv2d(1, 1, 1)
+    rows = [
+        {"module": light, "macs": 1000, "convs": [("light", "out", 1.0, 1000)],
+         "elements": {"light": (10, 10, False)}, "cost": {0.5: 0.01}},
+        {"module": heavy, "macs": 1000, "convs": [("heavy", "out", 1.0, 1000)],
+         "elements": {"heavy": (100, 100, False)}, "cost": {0.5: 0.012}},
+    ]  # fmt: skip
+    assert allocate(rows, 2000, 0.75) == {light: 0.5}
+    # at 50 MACs per element: cutting half of light's outputs saves 500 + 50 x 5 = 750,
+    # heavy's 500 + 50 x 50 = 3000 (an output cut shrinks the conv's outputs, not its inputs)
+    total = 2000 + 50.0 * (20 + 200)
+    assert allocate(rows, total, 1 - 2500 / total, 0.75, 50.0) == {heavy: 0.5}
+
+
+def test_latency_target_prunes_to_the_estimated_latency() -> None:
+    model = TwoBranch().eval()
+    cfg = PruneConfig(target=0.7, metric="latency", macs_per_element=8.0, sensitivity=True)
+    before = conv_cost_total(model, X[:1], 8.0)
+    report = prune(model, X[:1], cfg, calibration=X)
+    assert report["reached_target"] and report["latency_estimate_kept"] <= 0.7 * 1.001
+    assert conv_cost_total(model, X[:1], 8.0) == pytest.approx(0.7 * before, rel=0.15)
+    assert report["macs_per_element"] == 8.0 and report["stages"][0]["metric"] == "latency"
+    with pytest.raises(InvalidInputError, match="macs_per_element >= 0"):
+        PruneConfig(metric="latency").validate()

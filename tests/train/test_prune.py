@@ -4,6 +4,7 @@ and runs on ONNX Runtime; importance variants; user errors."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -181,6 +182,19 @@ def _cli_images(tmp_path: Path) -> Path:
     return d
 
 
+def _prune_cli(tmp_path: Path, name: str, *extra: str) -> tuple[Any, list[str]]:
+    """The prune command's parser and argv for the tiny checkpoint and images, plus ``extra``."""
+    import argparse
+
+    from edgedet.train.compress_command import add_prune_arguments
+
+    p = argparse.ArgumentParser()
+    add_prune_arguments(p)
+    argv = [str(_cli_ckpt(tmp_path)), "--images", str(_cli_images(tmp_path)), "--out",
+            str(tmp_path / f"{name}.onnx"), "--latency-iters", "3", *extra]  # fmt: skip
+    return p, argv
+
+
 def test_prune_and_distill_commands(tmp_path: Path) -> None:
     import argparse
     import json
@@ -220,16 +234,11 @@ def test_prune_and_distill_commands(tmp_path: Path) -> None:
 
 
 def test_prune_command_with_sensitivity_ratios_and_reconstruction(tmp_path: Path) -> None:
-    import argparse
     import json
 
-    from edgedet.train.compress_command import add_prune_arguments, run_prune
+    from edgedet.train.compress_command import run_prune
 
-    ckpt, imgs, out = _cli_ckpt(tmp_path), _cli_images(tmp_path), tmp_path / "s.onnx"
-    p = argparse.ArgumentParser()
-    add_prune_arguments(p)
-    argv = [str(ckpt), "--images", str(imgs), "--out", str(out), "--target-macs", "0.7",
-            "--sensitivity", "--reconstruct", "--latency-iters", "3"]  # fmt: skip
+    p, argv = _prune_cli(tmp_path, "s", "--target-macs", "0.7", "--sensitivity", "--reconstruct")
     report = run_prune(p.parse_args(argv))
     fits = report["reconstruction"][0]["layers"]  # every dense conv, refitted or left as is
     assert len(fits) > 10 and all(r["after"] <= r["before"] for r in fits)
@@ -238,7 +247,7 @@ def test_prune_command_with_sensitivity_ratios_and_reconstruction(tmp_path: Path
     assert report["reached_target"] and report["macs_kept"] <= 0.7
     scan = report["sensitivity"][0]  # one stage: one scan, a row per prunable group
     assert len(scan) > 5 and all(
-        set(r) == {"name", "channels", "macs", "convs", "cost"} for r in scan
+        set(r) == {"name", "channels", "macs", "convs", "elements", "cost"} for r in scan
     )
     assert all(c >= 0 for r in scan for c in r["cost"].values())
     saved = json.loads((tmp_path / "s.report.json").read_text())
@@ -272,3 +281,25 @@ def test_map_kept_line() -> None:
     assert "66.0% [56.1%, 72.7%], 95% paired bootstrap over 80" in map_kept_line({"map_kept": kept})
     assert "undefined" in map_kept_line({"map_kept": {"estimate": None, "low": None}})
     assert "no interval (why)" in map_kept_line({"map_kept": {"reason": "why"}})
+
+
+def test_prune_command_with_a_latency_target(tmp_path: Path) -> None:
+    import torch
+
+    from edgedet.train.compress_command import run_prune
+
+    p, argv = _prune_cli(tmp_path, "l", "--target-latency", "0.8", "--stages", "2")
+    report = run_prune(p.parse_args(argv))
+    fit = report["latency_model"]
+    assert fit["convolutions"] > 3 and fit["per_mmac"] > 0
+    assert report["config"]["metric"] == "latency"
+    assert report["config"]["macs_per_element"] == fit["macs_per_element"]
+    assert report["reached_target"] and report["latency_estimate_kept"] <= 0.8 * 1.001
+    assert "estimated convolution latency kept" in (tmp_path / "l.report.md").read_text()
+    # the fitted rate travels in the stage state: a resume budgets with the same one
+    state = torch.load(tmp_path / "l.work" / "prune_state.pt", weights_only=False)
+    assert state["latency_model"] == fit
+    again = run_prune(p.parse_args([*argv, "--resume"]))
+    assert again["latency_model"] == fit and again["macs_after"] == report["macs_after"]
+    with pytest.raises(InvalidInputError, match="--target-macs and --target-latency"):
+        run_prune(p.parse_args([*argv, "--target-macs", "0.5"]))
