@@ -38,7 +38,7 @@ def conv_macs(model: nn.Module, example: Any) -> dict[nn.Module, int]:
 def conv_costs(model: nn.Module, example: Any) -> dict[nn.Module, tuple[int, int, int]]:
     """``(MACs, input elements, output elements)`` of every convolution for one forward pass of
     ``example``, per image. Elements are what a memory-bound convolution (and the activation
-    fused after it) spends its time moving; see `latency_model.py`."""
+    run on its output) spends its time moving; see `latency_model.py`."""
     costs: dict[nn.Module, tuple[int, int, int]] = {}
 
     def hook(mod: nn.Module, inp: Any, out: Any) -> None:
@@ -51,10 +51,13 @@ def conv_costs(model: nn.Module, example: Any) -> dict[nn.Module, tuple[int, int
         )
 
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    model.eval()  # a counting pass must not move batch-norm statistics
     try:
         with torch.no_grad():
             _forward(model, example)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     return costs
@@ -246,7 +249,7 @@ def allocate(
             if r <= max_ratio:
                 worst = max(worst, float(row["cost"][r]))
                 pts.append((r, worst))
-        if len(pts) > 1 and (row["macs"] > 0 or macs_per_element > 0):
+        if len(pts) > 1 and row["macs"] > 0:
             steps[i] = pts
     level = {i: 0 for i in steps}
     current = [0.0] * len(rows)

@@ -17,6 +17,7 @@ The lead wires these into `edgedet.cli`: ``add_prune_arguments(parser)`` / ``run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -187,14 +188,27 @@ def evaluate_file(path: Path, data: str, family: str | None, threads: int = 2) -
 
 
 def evaluate_pair(
-    before: Path, after: Path, data: str, family: str | None, threads: int = 2
+    before: Path,
+    after: Path,
+    data: str,
+    family: str | None,
+    threads: int = 2,
+    before_family: str | None = None,
 ) -> dict[str, Any]:
     """``eval_before`` and ``eval_after`` as `evaluate_file` gives them, and ``map_kept``: the
     share of mAP50-95 the compressed model keeps with its 95% paired bootstrap interval over the
-    validation images (`edgedet.bootstrap`), or the reason it could not be computed."""
-    b, pred_b, names_b, ds = _predict_file(before, data, family, threads)
-    a, pred_a, names_a, _ = _predict_file(after, data, family, threads)
-    out: dict[str, Any] = {"eval_before": b, "eval_after": a}
+    validation images (`edgedet.bootstrap`), or the reason it could not be computed.
+    ``before_family`` is the reference's family when it differs (a distillation teacher). The
+    compressed model's score is the one that matters: a reference or interval that fails is
+    reported, not raised."""
+    a, pred_a, names_a, ds = _predict_file(after, data, family, threads)
+    out: dict[str, Any] = {"eval_after": a}
+    try:
+        b, pred_b, names_b, _ = _predict_file(before, data, before_family or family, threads)
+    except (EdgedetError, OSError, RuntimeError, ValueError) as err:
+        out["map_kept"] = {"reason": f"the float reference could not be scored: {err}"}
+        return out
+    out["eval_before"] = b
     if names_a != names_b:
         out["map_kept"] = {"reason": "the two models have different class names"}
         return out
@@ -202,7 +216,7 @@ def evaluate_pair(
         from edgedet.bootstrap import bootstrap_map
 
         res = bootstrap_map(ds, {"before": pred_b, "after": pred_a}, names_b, reference="before")
-    except (EdgedetError, ValueError, MemoryError) as err:  # an extra: never lose the run
+    except (EdgedetError, OSError, RuntimeError, ValueError, MemoryError) as err:
         out["map_kept"] = {"reason": f"bootstrap failed: {err}"}
         return out
     out["map_kept"] = {
@@ -386,11 +400,18 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     state_path = work / "prune_state.pt"
     start, base, kept = 0, None, None
     latency_fit: dict[str, Any] | None = None
+    reference_value: float | None = None
     if args.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
         kept = st.get("kept_channels")
         latency_fit = st.get("latency_model")  # the same rate as the interrupted run
+        reference_value = st.get("reference_value")
+        if st.get("metric", "macs" if latency_fit is None else "latency") != metric:
+            raise InvalidInputError(
+                f"{state_path} is a run with a {st.get('metric')} target; resume it with the same "
+                f"target (--target-{st.get('metric')}), or start afresh without --resume"
+            )
         print(f"resuming after stage {start} of {cfg.stages}", flush=True)
     if metric == "latency":
         if latency_fit is None:
@@ -433,8 +454,9 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     def on_stage(m: nn.Module, stage: int, info: dict[str, Any]) -> None:
         buf = io.BytesIO()
         torch.save(
-            {"model": m, "stage": stage, "base": report_base,
-             "kept_channels": info.get("kept_channels"), "latency_model": latency_fit},
+            {"model": m, "stage": stage, "base": report_base, "metric": metric,
+             "kept_channels": info.get("kept_channels"), "latency_model": latency_fit,
+             "reference_value": info.get("reference_value")},
             buf,
         )  # fmt: skip
         atomic_write_bytes(state_path, buf.getvalue())
@@ -461,7 +483,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         model, example, cfg, recover=recover, loss_fn=taylor_loss, start_stage=start,
         base=report_base, on_stage=on_stage, log=lambda s: print(s, flush=True),
         calibration=calibration, distortion=distortion, reconstruction=fit_images,
-        reference_model=teacher, kept_channels=kept,
+        reference_model=teacher, kept_channels=kept, reference_value=reference_value,
     )  # fmt: skip
     report["seconds"] = time.time() - t0
     if latency_fit is not None:
@@ -544,7 +566,15 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     if args.val:  # the student against its float teacher, on the same images
         with tempfile.TemporaryDirectory() as tmp:
             ref = float_reference(teacher, teacher.model, Path(tmp))
-            report.update(evaluate_pair(ref, paths["onnx"], args.val, student.meta.family))
+            report.update(
+                evaluate_pair(
+                    ref,
+                    paths["onnx"],
+                    args.val,
+                    student.meta.family,
+                    before_family=teacher.meta.family,
+                )
+            )
     md = f"# Distillation of {Path(args.model).name}\n\n" + "\n".join(
         f"- epoch {h['epoch']}: loss {h['loss']:.4f}" for h in res["history"]
     )
@@ -599,9 +629,13 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidInputError("--teacher must be the same kind of model as MODEL for QAT")
         teacher = teacher_src.model
     images = list_images(args.images, args.max_images)
-    ref_dir = tempfile.TemporaryDirectory()
-    # QAT rewrites the module in place: the float reference is exported before it starts
-    reference = float_reference(src, src.model, Path(ref_dir.name)) if args.val else None
+    # the float model to score the QAT result against (with --val), exported up front
+    stack = contextlib.ExitStack()
+    reference = (
+        float_reference(src, src.model, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+        if args.val
+        else None
+    )
     pre = _preprocessor(src)
     calib = [torch.from_numpy(pre([_read(p)])[0]) for p in images[: args.calib_images]]
     paths["work"].mkdir(parents=True, exist_ok=True)
@@ -628,9 +662,9 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
     info = export_qdq(wrapper, src.example(), paths["onnx"], meta=meta, input_names=names,
                       output_names=outs)  # fmt: skip
     report: dict[str, Any] = {"record": record, "history": res["history"], "export": info}
-    if reference is not None:
-        report.update(evaluate_pair(reference, paths["onnx"], args.val, src.meta.family))
-    ref_dir.cleanup()
+    with stack:
+        if reference is not None:
+            report.update(evaluate_pair(reference, paths["onnx"], args.val, src.meta.family))
     tail = (
         info["tail_quantizers"]
         if info["tail_quantizers"] >= 0

@@ -9,23 +9,25 @@ after every conv is a fifth of the total). Each convolution's profiled time is f
 
     ms = per_mmac * MACs / 1e6 + per_melement * (input + output elements) / 1e6
 
-by least squares over the model's convolutions (YOLOX-nano on this 2-core EPYC: 0.0105 ms per
-MMAC and 0.269 ms per million elements, R^2 0.87 against 0.78 for MACs alone). The ratio
+by least squares over the model's convolutions (YOLOX-nano on this 2-core EPYC, convs alone:
+about 0.0104 ms per MMAC and 0.25-0.27 ms per million elements, R^2 0.87-0.88 against 0.75-0.78
+for MACs alone, varying run to run by a few percent). The ratio
 ``macs_per_element = per_melement / per_mmac`` turns that into MAC-equivalents, which
 `allocate.py` and `prune.py` budget instead of MACs (``PruneConfig.metric = "latency"``).
 
-The profile runs with ONNX Runtime's extended graph optimisations (convolutions fused with
-their activation) but without its NCHWc layout rewrite, so that every profiled node is still an
-ONNX Conv of the model; the fully optimised session is faster overall, which the fit's scale
-does not matter for, only the ratio. The prune report measures the real end-to-end latency
-before and after, which is what the target is checked against.
+Each convolution's time includes the element-wise activation ONNX Runtime runs on its output
+(SiLU as `QuickGelu`, Sigmoid, ReLU...), read from the session's optimised graph: that time
+scales with the elements the conv writes. The profile runs with ONNX Runtime's extended graph
+optimisations but without its NCHWc layout rewrite, so every profiled conv keeps its ONNX node
+name; the layout reorders that rewrite adds (more of them when pruning leaves channel counts off
+its block size) are not modelled. The model ranks where to cut; the prune report measures the
+real end-to-end latency before and after, and that is what to judge the result by.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,29 @@ class LatencyModel:
         return {**asdict(self), "macs_per_element": self.macs_per_element}
 
 
+#: Element-wise ops ONNX Runtime runs on a conv's output (SiLU becomes QuickGelu), whose time
+#: belongs to that conv: it scales with the elements the conv writes.
+ACTIVATIONS = frozenset(
+    {"QuickGelu", "Sigmoid", "Mul", "Relu", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish",
+     "Tanh", "Gelu", "Elu"}
+)  # fmt: skip
+
+
+def _static_input(model: Any, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Fix the graph input's dimensions (``shape``, or 1 for each symbolic one) in place, so
+    shape inference gives every conv a size; returns the shape to feed."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    given = list(shape) if shape is not None else [d.dim_value or 1 for d in dims]
+    if len(given) != len(dims):
+        raise InvalidInputError(
+            f"input shape {tuple(given)} does not fit the model's {len(dims)}-D input"
+        )
+    for d, v in zip(dims, given):
+        d.ClearField("dim_param")
+        d.dim_value = int(v)
+    return tuple(int(v) for v in given)
+
+
 def _conv_shapes(model: Any) -> dict[str, tuple[float, float]]:
     """ONNX Conv node name -> (MACs, input + output elements) per image, from shape
     inference."""
@@ -71,7 +96,7 @@ def _conv_shapes(model: Any) -> dict[str, tuple[float, float]]:
     weights = {i.name: list(i.dims) for i in inferred.graph.initializer}
     out: dict[str, tuple[float, float]] = {}
     for node in inferred.graph.node:
-        if node.op_type != "Conv" or node.input[1] not in weights:
+        if node.op_type != "Conv" or node.input[1] not in weights or not node.name:
             continue
         x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
         if not x or not y or 0 in x[1:] or 0 in y[1:]:
@@ -82,14 +107,48 @@ def _conv_shapes(model: Any) -> dict[str, tuple[float, float]]:
     return out
 
 
+def attribute_times(
+    nodes: list[tuple[str, str, list[str], list[str]]],
+    node_ms: dict[str, float],
+    convs: set[str],
+) -> dict[str, float]:
+    """Per conv: its own time plus that of the element-wise activations reading its output.
+
+    ``nodes``: the optimised graph as ``(name, op_type, inputs, outputs)``; ``node_ms``: profiled
+    time per node name; ``convs``: the names of the convs to report. An activation reading a
+    conv's output directly (or through another such activation, as x * sigmoid(x) does) is
+    counted with that conv.
+    """
+    owner: dict[str, str] = {}  # tensor -> the conv whose output it is (or derives from)
+    total = {c: node_ms.get(c, 0.0) for c in convs if c in node_ms}
+    for name, op, inputs, outputs in nodes:  # graph order: producers first
+        if name in total:
+            for o in outputs:
+                owner[o] = name
+        elif op in ACTIVATIONS:
+            conv = next((owner[i] for i in inputs if i in owner), None)
+            if conv is not None:
+                total[conv] += node_ms.get(name, 0.0)
+                for o in outputs:
+                    owner[o] = conv
+    return total
+
+
 def fit_latency_model(
-    onnx_path: str | Path, *, threads: int = 2, runs: int = 200, warmup: int = 20
+    onnx_path: str | Path,
+    *,
+    threads: int = 2,
+    runs: int = 50,
+    warmup: int = 20,
+    input_shape: tuple[int, ...] | None = None,
 ) -> LatencyModel:
-    """Profile ``onnx_path`` on ONNX Runtime's CPU provider (batch 1, random input) and fit
-    the per-convolution latency model. A few seconds for a nano detector.
+    """Profile ``onnx_path`` on ONNX Runtime's CPU provider (random input of ``input_shape``,
+    default the model's, symbolic dimensions 1) and fit the per-convolution latency model. The
+    warm-up runs in a session of its own, unprofiled; a few seconds for a nano detector.
 
     Raises:
-        InvalidInputError: the model has too few profiled convolutions to fit (< 3).
+        InvalidInputError: too few profiled convolutions (< 3), or no positive cost per MAC
+            (the profile does not grow with the work: use a MACs target).
         RuntimeUnavailableError: onnx or onnxruntime is missing.
     """
     try:
@@ -98,26 +157,45 @@ def fit_latency_model(
     except ImportError as err:
         raise missing_extra("onnxruntime", "onnxruntime", "the pruning latency model") from err
     model = onnx.load(str(onnx_path))
+    shape = _static_input(model, input_shape)
     shapes = _conv_shapes(model)
+    feed_array = np.random.default_rng(0).random(shape, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "profile")
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        dims = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        feed = {inp.name: np.random.default_rng(0).random(dims, dtype=np.float32)}
-        for _ in range(warmup + runs):
+        static = Path(tmp) / "static.onnx"
+        onnx.save(model, str(static))
+
+        def session(profile: bool) -> Any:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            if profile:
+                so.enable_profiling = True
+                so.profile_file_prefix = str(Path(tmp) / "profile")
+                so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            return ort.InferenceSession(str(static), so, providers=["CPUExecutionProvider"])
+
+        warm = session(False)
+        feed = {warm.get_inputs()[0].name: feed_array}
+        for _ in range(warmup):  # caches and allocator, out of the profile
+            warm.run(None, feed)
+        del warm
+        sess = session(True)
+        sess.run(None, feed)  # the first run allocates: not counted below
+        for _ in range(runs):
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
-    times: Counter[str] = Counter()
+        optimized = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False)
+    per_run: dict[str, list[float]] = {}
     for e in events:
         name = str(e.get("name", ""))
         if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            times[name[: -len("_kernel_time")]] += int(e["dur"])
-    rows = [(shapes[n], t / (warmup + runs) / 1000.0) for n, t in times.items() if n in shapes]
+            per_run.setdefault(name[: -len("_kernel_time")], []).append(int(e["dur"]) / 1000.0)
+    # The median over runs of each node (the first, allocating run included among runs + 1):
+    # robust to the odd preempted run on a shared machine.
+    node_ms = {n: float(np.median(v)) for n, v in per_run.items()}
+    graph = [(n.name, n.op_type, list(n.input), list(n.output)) for n in optimized.graph.node]
+    times = attribute_times(graph, node_ms, set(shapes))
+    rows = [(shapes[n], t) for n, t in times.items()]
     if len(rows) < 3:
         raise InvalidInputError(
             f"{onnx_path}: only {len(rows)} profiled convolutions; too few to fit a latency model"
@@ -126,6 +204,14 @@ def fit_latency_model(
     y = np.array([t for _, t in rows])
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
     macs_only = np.linalg.lstsq(x[:, :1], y, rcond=None)[0]
+    if coef[1] < 0:  # data moved never saves time: the MACs-only fit is the model
+        coef = np.array([macs_only[0], 0.0])
+    if coef[0] <= 0:
+        raise InvalidInputError(
+            f"{onnx_path}: the profiled conv times do not grow with their MACs (fit "
+            f"{coef[0]:.2g} ms/MMAC); the model is too small to time per layer here, use "
+            "--target-macs"
+        )
 
     def r2(pred: np.ndarray) -> float:
         total = float(((y - y.mean()) ** 2).sum())

@@ -383,8 +383,10 @@ def prune(
     reconstruction: Any = None,
     reference_model: nn.Module | None = None,
     kept_channels: dict[str, list[int]] | None = None,
+    reference_value: float | None = None,
 ) -> dict[str, Any]:
-    """Prune ``model`` in place to ``cfg.target`` of its MACs (or parameters).
+    """Prune ``model`` in place to ``cfg.target`` of its MACs (or parameters, or estimated
+    latency).
 
     ``calibration`` is a batch of real, preprocessed images (N, 3, H, W) for the activation
     importance and mean compensation (default ``example``, which is only a shape: pass images).
@@ -401,8 +403,10 @@ def prune(
     skipped, since ``example`` is only a shape). The refit targets ``reference_model`` (default:
     a copy of ``model`` as this call gets it); a resumed run passes the unpruned model and the
     ``kept_channels`` map its last ``on_stage`` info carried, so it ends as an uninterrupted
-    run would. Returns the report (MACs, parameters,
-    channels before/after, and the sensitivity scan when there was one).
+    run would; with a latency target it also passes ``reference_value``, the unpruned model's
+    estimated latency its last ``on_stage`` info carried (else it is recomputed from
+    ``reference_model``). Returns the report (MACs, parameters, channels before/after, and the
+    sensitivity scan when there was one).
     """
     import torch_pruning as tp
 
@@ -414,6 +418,8 @@ def prune(
     macs0, params0 = base or count_macs_params(model, example)
     if cfg.metric != "latency":
         ref0 = float(macs0 if cfg.metric == "macs" else params0)
+    elif reference_value is not None:
+        ref0 = float(reference_value)
     elif start_stage == 0:
         ref0 = metric_value(model, example, cfg)
     elif reference_model is not None:  # resumed: the unpruned model is the reference
@@ -526,7 +532,11 @@ def prune(
             model.eval()
         stages.append(info)
         if on_stage is not None:  # what a resume needs besides the model
-            on_stage(model, stage, {**info, "kept_channels": copy.deepcopy(kept_total)})
+            on_stage(
+                model,
+                stage,
+                {**info, "kept_channels": copy.deepcopy(kept_total), "reference_value": ref0},
+            )
     macs1, params1 = count_macs_params(model, example)
     value1 = metric_value(model, example, cfg, (macs1, params1))  # in eval mode: BN untouched
     after = conv_channels(model)
