@@ -127,7 +127,7 @@ def _paired_delta(
     save detections (or those files are gone), were not scored on the same images in the same
     way (`paired.pairing_key`), or the bootstrap failed (a moved dataset, say): the comparison
     itself never fails for want of it."""
-    from .paired import pairing_key
+    from .paired import paired_bootstrap, pairing_key
 
     files = [r.get("detections_file") for r in (old, new)]
     if not all(isinstance(f, str) and Path(f).is_file() for f in files):
@@ -136,27 +136,11 @@ def _paired_delta(
         return None
     if pairing_key(old) != pairing_key(new) or not old.get("class_names"):
         return None
-    from edgedet.bootstrap import bootstrap_map
-    from edgedet.data import load_dataset
-
-    from .runner import load_detections
-
     try:
-        a, b = (load_detections(str(f)) for f in files)
-        if set(a) != set(b):
-            return None
-        result = bootstrap_map(
-            load_dataset(str(old["dataset_path"])),
-            {"old": a, "new": b},
-            old["class_names"],
-            reference="old",
-            resamples=resamples,
-            aliases=get_path(old, "config.aliases"),
-            image_ids=sorted(a),
-        )
+        result = paired_bootstrap([old, new], resamples=resamples)
     except (EdgedetError, OSError, ValueError, MemoryError):
         return None
-    ci = result.differences["new"]
+    ci = result.differences["1"]
     return ci.low, ci.high
 
 

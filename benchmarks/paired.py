@@ -13,13 +13,16 @@ instead; the run's other results are kept.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgedet.errors import EdgedetError
+from edgedet.errors import EdgedetError, InvalidInputError
 
 from .plot import point_label
 from .records import get_path
 from .runner import load_detections
+
+if TYPE_CHECKING:
+    from edgedet.bootstrap import BootstrapResult
 
 
 def pairing_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -43,13 +46,39 @@ def config_label(record: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def paired_bootstrap(
+    members: Sequence[Mapping[str, Any]], *, resamples: int, seed: int = 0
+) -> BootstrapResult:
+    """`bootstrap_map` over the saved detections of records with one `pairing_key`: models
+    ``"0"``, ``"1"``... in the order given, ``"0"`` the reference.
+
+    Raises:
+        InvalidInputError: the records' detections do not cover the same images.
+        EdgedetError / OSError: a detections file or the dataset cannot be read.
+    """
+    from edgedet.bootstrap import bootstrap_map
+    from edgedet.data import load_dataset
+
+    ref = members[0]
+    preds = {str(i): load_detections(r["detections_file"]) for i, r in enumerate(members)}
+    if any(set(p) != set(preds["0"]) for p in preds.values()):
+        raise InvalidInputError("the detections files do not cover the same images")
+    return bootstrap_map(
+        load_dataset(ref["dataset_path"]),
+        preds,
+        ref["class_names"],
+        reference="0",
+        resamples=resamples,
+        seed=seed,
+        aliases=get_path(ref, "config.aliases"),
+        image_ids=sorted(preds["0"]),
+    )
+
+
 def add_intervals(records: Sequence[dict[str, Any]], *, resamples: int, seed: int = 0) -> list[str]:
     """Write the intervals described in the module docstring into the records (in place).
     Records need ``detections_file`` and ``class_names``. Returns messages about records that
     got no interval (no detections saved, or the bootstrap failed)."""
-    from edgedet.bootstrap import bootstrap_map
-    from edgedet.data import load_dataset
-
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     notes: list[str] = []
     for r in records:
@@ -62,17 +91,7 @@ def add_intervals(records: Sequence[dict[str, Any]], *, resamples: int, seed: in
     for members in groups.values():
         ref = members[0]
         try:
-            preds = {str(i): load_detections(r["detections_file"]) for i, r in enumerate(members)}
-            result = bootstrap_map(
-                load_dataset(ref["dataset_path"]),
-                preds,
-                ref["class_names"],
-                reference="0",
-                resamples=resamples,
-                seed=seed,
-                aliases=get_path(ref, "config.aliases"),
-                image_ids=sorted(preds["0"]),
-            )
+            result = paired_bootstrap(members, resamples=resamples, seed=seed)
         except (EdgedetError, OSError, ValueError, MemoryError) as err:
             for r in members:
                 r["accuracy"]["interval_reason"] = f"bootstrap failed: {err}"

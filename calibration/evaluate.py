@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgedet.bootstrap import DEFAULT_RESAMPLES
 from edgedet.errors import InvalidInputError
 
 MAP_SCORE_THRESHOLD = 0.001
@@ -183,7 +184,7 @@ def class_drops(before: Score, after: Score, classes: Sequence[str]) -> dict[str
 
 
 def drop_interval(
-    before: Score, after: Score, dataset: Any, *, resamples: int = 1000
+    before: Score, after: Score, dataset: Any, *, resamples: int = DEFAULT_RESAMPLES
 ) -> dict[str, float] | None:
     """The mAP50-95 drop from ``before`` to ``after`` in points with its 95% paired bootstrap
     interval over the validation images (`edgedet.bootstrap`), or None when either score lacks

@@ -120,7 +120,7 @@ def _per_image_matching(inputs: Any) -> tuple[list[_Category], np.ndarray, int]:
         "pycocotools",
         inputs.ground_truth,
         inputs.results,
-        [inputs.category_of[d] for d in inputs.evaluated],
+        inputs.scored_category_ids,
         all_areas_only=True,  # mAP50-95 is the "all" range; the others are not needed
     )
     p = ev.params

@@ -231,7 +231,7 @@ def coco_bbox_eval(
 
 
 def _run_cocoeval(
-    backend: str, gt: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[int]
+    backend: str, gt: dict[str, Any], results: list[dict[str, Any]], cat_ids: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(12 COCO stats, precision array [T, R, K, A, M], catIds in K order)."""
     ev = coco_bbox_eval(backend, gt, results, cat_ids)
@@ -384,6 +384,11 @@ class CocoInputs:
     results: list[dict[str, Any]]  # COCO results list
     min_score: float | None
 
+    @property
+    def scored_category_ids(self) -> list[int]:
+        """The COCO category ids of the evaluated classes (what COCOeval scores)."""
+        return [self.category_of[d] for d in self.evaluated]
+
 
 def coco_inputs(
     dataset: DetectionDataset,
@@ -494,7 +499,7 @@ def evaluate(
     dataset, ids, dets, cmap = inputs.dataset, inputs.image_ids, inputs.detections, inputs.class_map
     model_names, evaluated, cat_of = inputs.model_names, inputs.evaluated, inputs.category_of
     stats, precision, k_order = _run_cocoeval(
-        backend, inputs.ground_truth, inputs.results, [cat_of[d] for d in evaluated]
+        backend, inputs.ground_truth, inputs.results, inputs.scored_category_ids
     )
     cat_to_class = {cat_of[d]: d for d in evaluated}
     per_ap: dict[str, float | None] = {}

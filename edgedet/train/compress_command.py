@@ -17,7 +17,6 @@ The lead wires these into `edgedet.cli`: ``add_prune_arguments(parser)`` / ``run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import io
 import json
@@ -155,7 +154,8 @@ def export_model(
 def _predict_file(
     path: Path, data: str, family: str | None, threads: int
 ) -> tuple[dict[str, float], dict[int, Any], tuple[str, ...], Any]:
-    """(mAP50-95 / mAP50 / p50 numbers, detections, class names, dataset) of one ONNX file."""
+    """(mAP50-95 / mAP50 / end-to-end p50 on ONNX Runtime, detections, class names, dataset) of
+    one ONNX file: score 0.001, class-aware NMS IoU 0.65."""
     import edgedet
     from edgedet.data import load_dataset
     from edgedet.meta import read_meta
@@ -182,11 +182,6 @@ def _predict_file(
         det.close()
 
 
-def evaluate_file(path: Path, data: str, family: str | None, threads: int = 2) -> dict[str, float]:
-    """mAP50-95 (score 0.001, class-aware NMS IoU 0.65) and end-to-end p50 on ONNX Runtime."""
-    return _predict_file(path, data, family, threads)[0]
-
-
 def evaluate_pair(
     before: Path,
     after: Path,
@@ -195,7 +190,7 @@ def evaluate_pair(
     threads: int = 2,
     before_family: str | None = None,
 ) -> dict[str, Any]:
-    """``eval_before`` and ``eval_after`` as `evaluate_file` gives them, and ``map_kept``: the
+    """``eval_before`` and ``eval_after`` (the numbers of `_predict_file`), and ``map_kept``: the
     share of mAP50-95 the compressed model keeps with its 95% paired bootstrap interval over the
     validation images (`edgedet.bootstrap`), or the reason it could not be computed.
     ``before_family`` is the reference's family when it differs (a distillation teacher). The
@@ -236,6 +231,16 @@ def float_reference(src: Source, model: nn.Module, folder: Path) -> Path:
     out = folder / "float.onnx"
     export_model(src, model, out, {"kind": "float reference"})
     return out
+
+
+def score_against_float(
+    src: Source, model: nn.Module, after: Path, data: str, family: str | None,
+    before_family: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`evaluate_pair` of ``after`` against the float ``model`` of ``src`` (its `float_reference`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = float_reference(src, model, Path(tmp))
+        return evaluate_pair(ref, after, data, family, before_family=before_family)
 
 
 def _out_paths(out: str) -> dict[str, Path]:
@@ -564,17 +569,16 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     save_module(student, d.student, paths["pt"])
     report: dict[str, Any] = {"record": record, "history": res["history"]}
     if args.val:  # the student against its float teacher, on the same images
-        with tempfile.TemporaryDirectory() as tmp:
-            ref = float_reference(teacher, teacher.model, Path(tmp))
-            report.update(
-                evaluate_pair(
-                    ref,
-                    paths["onnx"],
-                    args.val,
-                    student.meta.family,
-                    before_family=teacher.meta.family,
-                )
+        report.update(
+            score_against_float(
+                teacher,
+                teacher.model,
+                paths["onnx"],
+                args.val,
+                student.meta.family,
+                before_family=teacher.meta.family,
             )
+        )
     md = f"# Distillation of {Path(args.model).name}\n\n" + "\n".join(
         f"- epoch {h['epoch']}: loss {h['loss']:.4f}" for h in res["history"]
     )
@@ -629,13 +633,6 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidInputError("--teacher must be the same kind of model as MODEL for QAT")
         teacher = teacher_src.model
     images = list_images(args.images, args.max_images)
-    # the float model to score the QAT result against (with --val), exported up front
-    stack = contextlib.ExitStack()
-    reference = (
-        float_reference(src, src.model, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-        if args.val
-        else None
-    )
     pre = _preprocessor(src)
     calib = [torch.from_numpy(pre([_read(p)])[0]) for p in images[: args.calib_images]]
     paths["work"].mkdir(parents=True, exist_ok=True)
@@ -662,9 +659,8 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
     info = export_qdq(wrapper, src.example(), paths["onnx"], meta=meta, input_names=names,
                       output_names=outs)  # fmt: skip
     report: dict[str, Any] = {"record": record, "history": res["history"], "export": info}
-    with stack:
-        if reference is not None:
-            report.update(evaluate_pair(reference, paths["onnx"], args.val, src.meta.family))
+    if args.val:  # qat_distill trains a copy: src.model is still the float model
+        report.update(score_against_float(src, src.model, paths["onnx"], args.val, src.meta.family))
     tail = (
         info["tail_quantizers"]
         if info["tail_quantizers"] >= 0

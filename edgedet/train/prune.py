@@ -103,6 +103,12 @@ class PruneConfig:
                 f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}"
             )
 
+    @property
+    def element_rate(self) -> float:
+        """MACs charged per element moved: ``macs_per_element`` for a latency target, else 0
+        (a MACs budget)."""
+        return (self.macs_per_element or 0.0) if self.metric == "latency" else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -199,7 +205,7 @@ def metric_value(
     if cfg.metric == "latency":
         from .allocate import conv_cost_total
 
-        return conv_cost_total(model, example, cfg.macs_per_element or 0.0)
+        return conv_cost_total(model, example, cfg.element_rate)
     macs, params = counted or count_macs_params(model, example)
     return float(macs if cfg.metric == "macs" else params)
 
@@ -461,8 +467,7 @@ def prune(
             batch = example if calibration is None else calibration[: cfg.sensitivity_images]
             rows = scan(model, example, batch, distortion or relative_mse, ignored=ignored, log=say)
             now = metric_value(model, example, cfg, cur)
-            per_element = (cfg.macs_per_element or 0.0) if cfg.metric == "latency" else 0.0
-            chosen = allocate(rows, now, goal / now, cfg.max_layer_ratio, per_element)
+            chosen = allocate(rows, now, goal / now, cfg.max_layer_ratio, cfg.element_rate)
             scans.append([{k: v for k, v in r.items() if k != "module"} for r in rows])
             # The allocation counts MACs from conv shapes; channel rounding and uncounted ops
             # make the real count differ a little, so the ratios get 15% headroom and the
