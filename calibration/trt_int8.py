@@ -9,13 +9,22 @@ hand: ``trtexec --onnx=model_int8.onnx --int8 --fp16``). TensorRT reads the scal
 nodes and needs no calibrator. The decode tail stays float as in the ONNX model. `qdq_for_tensorrt`
 does that with the right spec.
 
-**Implicit calibration (TensorRT 10 on JetPack 6).** `make_entropy_calibrator` returns an
+**Implicit calibration (TensorRT 8.6 / 10.x only; removed in TensorRT 11).**
+`make_entropy_calibrator` returns an
 ``IInt8EntropyCalibrator2`` that feeds a `CalibrationSource` (the deployment preprocessing) to
 TensorRT in device memory, and reads/writes a calibration cache whose *file name* holds a key
 over everything the cache depends on: the image list hash, the preprocessing (sha256 of the meta
 fields that define it, as JSON), the method, the input shape and the TensorRT version. Change any
 of them and the old cache is simply not found; a cache whose recorded key does not match its name
 is refused with a warning. Written atomically.
+
+It is attached to a build by ``edgedet.runtimes.trt_engine.build_serialized_engine(...,
+calibrator=cal)`` (``IBuilderConfig.int8_calibrator`` plus a calibration profile at the source's
+batch). TensorRT's pybind11 trampoline (pyInt8.cpp ``getBatch``) catches a Python exception from
+``get_batch``, prints it and reads it as "no more batches"; the calibrator keeps the exception
+(``calibrator.logic.error``) and the build raises it as a `CalibrationError` afterwards. On
+TensorRT 11 (no ``IInt8EntropyCalibrator2``) `make_entropy_calibrator` raises
+RuntimeUnavailableError naming the Q/DQ path instead.
 
 The calibrator class is built lazily, when ``tensorrt`` (and ``pycuda``) import, so this module
 imports everywhere.
@@ -32,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedet.errors import CalibrationError, missing_extra
+from edgedet.errors import CalibrationError, RuntimeUnavailableError, missing_extra
 from edgedet.meta import ModelMeta, atomic_write_bytes
 
 from .source import CalibrationSource
@@ -136,6 +145,8 @@ class CalibratorLogic:
         self._iter = iter(source)
         self._buffers: dict[str, int] = {}
         self.batches_served = 0
+        #: The first exception ``get_batch`` raised (TensorRT swallows it; the build re-raises).
+        self.error: BaseException | None = None
 
     def get_batch_size(self) -> int:
         return self.batch_size
@@ -204,6 +215,16 @@ def make_entropy_calibrator(
         import tensorrt as trt
     except ImportError as err:
         raise missing_extra("tensorrt", "tensorrt", "TensorRT INT8 calibration") from err
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
+        # TensorRT 11 removed pyInt8.cpp (docs: "Removed Python APIs and Replacements",
+        # docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/
+        # tensorrt-10x-to-11x-python-api-reference.html: int8_calibrator -> Q/DQ nodes).
+        raise RuntimeUnavailableError(
+            f"TensorRT {getattr(trt, '__version__', '?')} has no implicit INT8 calibrator "
+            "(IInt8EntropyCalibrator2 was removed in TensorRT 11): quantize the ONNX model with "
+            "Q/DQ nodes instead (edgedet.calibration.ort_int8 with qdq_for_tensorrt) and build "
+            "the engine from that model"
+        )
     if device is None:
         try:
             device = _PycudaDevice()
@@ -229,7 +250,12 @@ def make_entropy_calibrator(
             return logic.get_batch_size()
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            return logic.get_batch(names)
+            try:
+                return logic.get_batch(names)
+            except BaseException as err:  # TensorRT prints and drops it: keep it for the build
+                if logic.error is None:
+                    logic.error = err
+                raise
 
         def read_calibration_cache(self) -> bytes | None:
             return logic.read_calibration_cache()

@@ -267,6 +267,9 @@ class Detector:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
         step = self.fixed_batch or batch_size or 8
+        limit = getattr(self.runtime, "max_batch", None)  # a dynamic batch's profile max (TRT)
+        if not self.fixed_batch and isinstance(limit, int) and limit > 0:
+            step = min(step, limit)
         out: list[Detections] = []
         for start in range(0, len(images), step):
             chunk = list(images[start : start + step])
@@ -494,6 +497,8 @@ def load(
                 and resolved.precision in ("fp16", "bf16")
             ):
                 opts["precision"] = resolved.precision
+            if name == "tensorrt" and "input_size" not in opts and resolved.input_size:
+                opts["input_size"] = tuple(resolved.input_size)  # fixes a dynamic H/W build
             _check_runtime_options(name, cls, opts)
             rt = cls(model, device=device, **opts)
         except RuntimeUnavailableError as err:

@@ -362,6 +362,10 @@ def read_meta(path: str | Path) -> ModelMeta | None:
     side = read_sidecar(p)
     if side is not None and "meta" in side:
         return ModelMeta.from_dict(side["meta"], where=str(sidecar_path(p)))
+    if p.suffix.lower() in (".engine", ".plan") and p.is_file():
+        from edgedet.runtimes.trt_file import engine_header_meta  # Ultralytics engine header
+
+        return engine_header_meta(p)  # type: ignore[no-any-return]
     return None
 
 

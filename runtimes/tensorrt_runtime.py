@@ -16,9 +16,17 @@ NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` (the pybind11 bindings) and the 
 .html; .../tensorrt/api/python_api/infer/Core/Engine.html; .../tensorrt/latest/_static/python-api/
 infer/Core/ExecutionContext.html.)
 
+TensorRT 8.6 (JetPack 6.0), 10.x (JetPack 6.1/6.2) and 11.x (JetPack 7.2.2+, desktop wheels) all
+have these; the build differs per version (see `edgedet.runtimes.trt_engine`). Engine files from
+``yolo export format=engine`` (a JSON metadata header before the plan) load with their
+metadata (`edgedet.runtimes.trt_file`). TensorRT's standard plugins are registered before any
+engine is deserialised (`trt_logger`).
+
 Device memory, streams and the CUDA context come from pycuda (``pycuda.driver``, never
 ``pycuda.autoinit``: no import-time side effects): ``cuda.init()``,
-``cuda.Device(i).make_context()``, ``Context.push()`` / ``cuda.Context.pop()`` / ``detach()``,
+``cuda.Device(i).retain_primary_context()`` (the device's primary context, shared with the CUDA
+runtime, torch and cupy, instead of a second context that costs memory the Jetson's CPU and GPU
+share), ``Context.push()`` / ``cuda.Context.pop()`` / ``detach()``,
 ``cuda.Stream()``, ``cuda.mem_alloc``, ``cuda.pagelocked_empty``, ``cuda.memcpy_htod_async`` /
 ``memcpy_dtoh_async``, ``stream.synchronize()``. The runtime owns its context and pushes it around
 every call, so it can be used from any thread (calls are serialised by a lock).
@@ -50,13 +58,18 @@ from edgedet.errors import (
 
 from .base import RuntimeBase, TensorSpec
 from .trt_engine import (
+    MIN_TRT_VERSION,
+    PRECISIONS,
     REBUILD_HINT,
     TrtTarget,
     cached_engine,
     check_engine_sidecar,
+    check_trt_version,
     current_target,
     trt_logger,
+    trt_version_tuple,
 )
+from .trt_file import engine_header_meta, split_engine_bytes
 
 log = logging.getLogger("edgedet.runtimes.tensorrt")
 
@@ -91,14 +104,18 @@ class TensorRTRuntime(RuntimeBase):
         model: ``.engine`` / ``.plan`` file (refused before deserialising when its sidecar says
             another TensorRT version or GPU), or ``.onnx`` (built, cached, reused).
         device: ``"cuda"``, ``"cuda:N"``, or ``"dla:N"`` for DLA core N on a Jetson.
-        precision: when building from ONNX, ``"fp16"`` (default) or ``"fp32"``; a Q/DQ model is
-            always INT8 (``"int8"`` requires one). For an engine file it is a check: an engine
-            built with another precision is refused. None: fp16 for builds, any for engines.
+        precision: when building from ONNX, ``"fp16"`` (default) or ``"fp32"`` (any case); a
+            Q/DQ model is always INT8 (``"int8"`` requires one), its float layers in fp16
+            unless ``"fp32"``. For an engine file it is a check: an engine built with another
+            precision is refused. None: fp16 for builds, any for engines.
         cache_dir: engine cache folder (default ``~/.cache/edgedet/engines``).
         dla_core: DLA core (same as ``device="dla:N"``).
-        max_batch: largest batch a dynamic-batch engine accepts (profile max).
+        max_batch: largest batch a dynamic-batch engine accepts (profile max; default 8 on the
+            GPU with opt batch 1). On DLA the engine has this one fixed batch (default 1).
         workspace_mb: builder workspace limit.
         timing_cache: timing-cache file shared between builds (default: one in ``cache_dir``).
+        input_size: (h, w) for a model with a dynamic image size (``edgedet.load`` passes the
+            resolved meta's); part of the engine cache key.
     """
 
     name: ClassVar[str] = "tensorrt"
@@ -111,9 +128,10 @@ class TensorRTRuntime(RuntimeBase):
         precision: str | None = None,
         cache_dir: str | Path | None = None,
         dla_core: int | None = None,
-        max_batch: int = 1,
+        max_batch: int | None = None,
         workspace_mb: int = 1024,
         timing_cache: str | Path | None = None,
+        input_size: tuple[int, int] | None = None,
         **unknown: Any,
     ) -> None:
         # Everything close() touches exists before anything can fail.
@@ -126,18 +144,24 @@ class TensorRTRuntime(RuntimeBase):
         self._buffers: dict[str, tuple[Any, Any]] = {}  # name -> (pinned host array, device mem)
         self._bound_shapes: dict[str, tuple[int, ...]] | None = None
         self._lock = threading.Lock()
+        self._record: dict[str, Any] = {}
+        self._profile_max_batch: int | None = None
         self.cache_hit: bool | None = None
+        self.foreign_meta: Any = None  # ModelMeta from an Ultralytics engine header
         if unknown:
             raise InvalidInputError(
                 f"runtime 'tensorrt' got unknown option(s) {sorted(unknown)}; valid: device, "
-                "precision, cache_dir, dla_core, max_batch, workspace_mb, timing_cache"
+                "precision, cache_dir, dla_core, max_batch, workspace_mb, timing_cache, "
+                "input_size"
             )
         self.model_path = Path(model)
         self._gpu_index, self._dla_core = _parse_device(device, dla_core)
-        if precision is not None and str(precision).lower() not in ("fp16", "fp32", "int8"):
-            raise InvalidInputError(
-                f"TensorRT precision must be one of ('fp16', 'fp32', 'int8'), got {precision!r}"
-            )
+        if precision is not None:
+            precision = str(precision).strip().lower()
+            if precision not in PRECISIONS:
+                raise InvalidInputError(
+                    f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}"
+                )
         suffix = self.model_path.suffix.lower()
         if suffix not in (*_ENGINE_SUFFIXES, ".onnx"):
             raise InvalidInputError(
@@ -146,11 +170,12 @@ class TensorRTRuntime(RuntimeBase):
         if not self.model_path.is_file():
             raise ModelLoadError(f"model file not found: {self.model_path}")
 
+        check_trt_version()
         self._target: TrtTarget = current_target(self._gpu_index)
         try:
             cuda.init()
-            self._cuda_ctx = cuda.Device(self._gpu_index).make_context()
-            cuda.Context.pop()  # make_context() leaves it current; we push it per call instead
+            # The primary context is not made current by retaining it; we push it per call.
+            self._cuda_ctx = cuda.Device(self._gpu_index).retain_primary_context()
         except cuda.Error as err:
             raise RuntimeUnavailableError(
                 f"runtime 'tensorrt' cannot create a CUDA context on cuda:{self._gpu_index} "
@@ -163,12 +188,13 @@ class TensorRTRuntime(RuntimeBase):
                     built = cached_engine(
                         self.model_path,
                         cache_dir,
-                        precision=(precision or "fp16").lower(),
+                        precision=precision or "fp16",
                         max_batch=max_batch,
                         dla_core=self._dla_core,
                         workspace_mb=workspace_mb,
                         timing_cache=timing_cache,
                         device_index=self._gpu_index,
+                        input_size=input_size,
                     )
                     self.cache_hit = built.hit
                     self.engine_path = built.path
@@ -177,8 +203,9 @@ class TensorRTRuntime(RuntimeBase):
                 else:
                     self.engine_path = self.model_path
                     record = self._load_engine(self.engine_path)
-                self._precision = str((record or {}).get("precision") or "unknown")
-                asked = None if precision is None else str(precision).lower()
+                self._record = dict(record or {})
+                self._precision = str(self._record.get("precision") or "unknown")
+                asked = precision
                 if suffix != ".onnx" and asked and record is not None and self._precision != asked:
                     raise IncompatibleModelError(
                         f"engine {self.engine_path} was built with precision {self._precision}, "
@@ -207,7 +234,15 @@ class TensorRTRuntime(RuntimeBase):
             raise ModelLoadError(
                 f"engine {path} is empty: the file is truncated; copy it again or {REBUILD_HINT}"
             )
-        self._trt_runtime = trt.Runtime(trt_logger())
+        header, data = split_engine_bytes(data)
+        if header is not None:
+            # An Ultralytics export: the header is its metadata (names, imgsz, DLA core...).
+            self.foreign_meta = engine_header_meta(path)
+            if record is None and self._dla_core is None and isinstance(header.get("dla"), int):
+                self._dla_core = int(header["dla"])
+            log.info("%s has an Ultralytics metadata header (%d classes)", path,
+                     len(header.get("names") or ()))  # fmt: skip
+        self._trt_runtime = trt.Runtime(trt_logger())  # trt_logger() registers the plugins
         if self._dla_core is not None:
             self._trt_runtime.DLA_core = int(self._dla_core)
         elif record is not None and record.get("dla_core") is not None:
@@ -224,29 +259,62 @@ class TensorRTRuntime(RuntimeBase):
             raise IncompatibleModelError(
                 f"TensorRT could not deserialise engine {path} (it has no edgedet sidecar saying "
                 f"what it was built with): it was probably built with another TensorRT version "
-                f"or for another GPU than this machine's {self._target.describe()}, or the file "
-                f"is truncated; {REBUILD_HINT}"
+                f"or for another GPU than this machine's {self._target.describe()}, needs a "
+                f"plugin library that is not loaded, or the file is truncated; the TensorRT log "
+                f"above says which; {REBUILD_HINT}"
             )
         self._engine = engine
         log.info("loaded TensorRT engine %s on %s", path, self._target.describe())
         return record
 
     def _io_specs(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """Input / output specs; a dynamic dimension whose profile min == max (a DLA engine's
+        batch) is reported fixed, so the Detector pads batches to it."""
         ins: list[TensorSpec] = []
         outs: list[TensorSpec] = []
+        self._profile_max_batch: int | None = None
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
-            shape = tuple(
-                None if int(d) < 0 else int(d) for d in self._engine.get_tensor_shape(name)
-            )
+            dims = [int(d) for d in self._engine.get_tensor_shape(name)]
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
-            spec = TensorSpec(name, shape, dtype)
             mode = self._engine.get_tensor_mode(name)
+            if mode == trt.TensorIOMode.INPUT and any(d < 0 for d in dims):
+                # get_tensor_profile_shape(name, profile_index) -> [min, opt, max]
+                lo, _opt, hi = self._engine.get_tensor_profile_shape(name, 0)
+                dims = [int(a) if d < 0 and int(a) == int(b) else d for d, a, b in zip(dims, lo, hi)]
+                if dims and dims[0] < 0:
+                    top = int(hi[0])
+                    prev = self._profile_max_batch
+                    self._profile_max_batch = top if prev is None else min(prev, top)
+            spec = TensorSpec(name, tuple(None if d < 0 else d for d in dims), dtype)
             if mode == trt.TensorIOMode.INPUT:
                 ins.append(spec)
             elif mode == trt.TensorIOMode.OUTPUT:
                 outs.append(spec)
-        return tuple(ins), tuple(outs)
+        return tuple(ins), self._resolved_outputs(ins, outs)
+
+    def _resolved_outputs(
+        self, ins: list[TensorSpec], outs: list[TensorSpec]
+    ) -> tuple[TensorSpec, ...]:
+        """Output dims that follow from fixed input dims (e.g. 8400 anchors of a dynamic-H/W
+        export built for one size) are filled in by setting the inputs' shapes at batch 1 on the
+        execution context (``set_input_shape`` / ``get_tensor_shape``); the batch stays dynamic
+        when the input's is."""
+        if not any(None in s.shape[1:] for s in outs) or any(None in s.shape[1:] for s in ins):
+            return tuple(outs)
+        for spec in ins:
+            first = 1 if spec.shape and spec.shape[0] is None else spec.shape[0]
+            if not self._context.set_input_shape(spec.name, (first, *spec.shape[1:])):
+                return tuple(outs)
+        resolved = []
+        for spec in outs:
+            got = [int(d) for d in self._context.get_tensor_shape(spec.name)]
+            dims = tuple(
+                want if want is not None or i == 0 or got[i] < 0 else got[i]
+                for i, want in enumerate(spec.shape)
+            )
+            resolved.append(TensorSpec(spec.name, dims, spec.dtype))
+        return tuple(resolved)
 
     # -- CUDA context -------------------------------------------------------------------------
 
@@ -265,6 +333,12 @@ class TensorRTRuntime(RuntimeBase):
     def precision(self) -> str:
         """What the engine was built with: 'fp16', 'int8' or 'fp32' ('unknown' w/o sidecar)."""
         return self._precision
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch a dynamic-batch engine accepts (its profile max); None when the
+        batch is fixed (then ``inputs[0].shape[0]`` is it)."""
+        return self._profile_max_batch
 
     def _bind(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Set input shapes and (re)allocate buffers; no-op when the shapes did not change."""
@@ -335,8 +409,10 @@ class TensorRTRuntime(RuntimeBase):
     def describe(self) -> dict[str, Any]:
         device = self._target.gpu_name
         if self._dla_core is not None:
-            device += f" (DLA core {self._dla_core})"
-        return {
+            # GPU_FALLBACK lets TensorRT place layers DLA cannot run on the GPU; edgedet does not
+            # inspect the placement (benchmarks/jetson_check.py does, on a device).
+            device += f" (DLA core {self._dla_core}, GPU fallback allowed)"
+        info = {
             "runtime": "tensorrt",
             "runtime_version": str(trt.__version__),
             "device": device,
@@ -345,11 +421,24 @@ class TensorRTRuntime(RuntimeBase):
             "engine": str(self.engine_path),
             "engine_cache_hit": self.cache_hit,
         }
+        if self._target.board:
+            info["board"] = self._target.board
+        if self._record.get("float_precision"):
+            info["float_precision"] = self._record["float_precision"]
+        if self.max_batch is not None:
+            info["max_batch"] = self.max_batch
+        return info
 
     @classmethod
     def probe(cls) -> dict[str, Any]:
         """TensorRT version and CUDA device names; ``available: False`` when CUDA cannot start."""
         info: dict[str, Any] = {"version": str(trt.__version__), "devices": []}
+        if trt_version_tuple() < MIN_TRT_VERSION:
+            info.update(
+                available=False,
+                reason=f"TensorRT {trt.__version__} is older than 8.6 (JetPack 6.0); upgrade it",
+            )
+            return info
         try:
             cuda.init()
             info["devices"] = [str(cuda.Device(i).name()) for i in range(cuda.Device.count())]
@@ -365,17 +454,21 @@ class TensorRTRuntime(RuntimeBase):
     def close(self) -> None:
         """Free buffers, drop the engine, detach the CUDA context. Idempotent."""
         self._closed = True
-        ctx = getattr(self, "_cuda_ctx", None)
-        if ctx is None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
             return
-        self._cuda_ctx = None
-        ctx.push()
-        try:
-            self._free_buffers()
-            self._context = None
-            self._engine = None
-            self._trt_runtime = None
-            self._stream = None
-        finally:
-            cuda.Context.pop()
-            ctx.detach()
+        with lock:  # never free buffers under an infer() running on another thread
+            ctx = getattr(self, "_cuda_ctx", None)
+            if ctx is None:
+                return
+            self._cuda_ctx = None
+            ctx.push()
+            try:
+                self._free_buffers()
+                self._context = None
+                self._engine = None
+                self._trt_runtime = None
+                self._stream = None
+            finally:
+                cuda.Context.pop()
+                ctx.detach()  # primary context: cuDevicePrimaryCtxRelease

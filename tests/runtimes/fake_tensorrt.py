@@ -1,4 +1,4 @@
-"""A small fake of the ``tensorrt`` (10.x) and ``pycuda.driver`` modules, for tests only.
+"""A small fake of the ``tensorrt`` (8.6, 10.x, 11.x) and ``pycuda.driver`` modules, for tests only.
 
 TensorRT and pycuda install only from NVIDIA's index / JetPack and need a GPU, so the tests of
 edgedet's TensorRT runtime run against this test double instead. It fakes only the documented
@@ -18,10 +18,37 @@ settings; pycuda contexts, streams, pinned/device memory) and checks how they ar
   execution require a current (pushed) CUDA context, so context handling is tested too.
 
 Simplification, stated: after ``set_input_shape``, a dynamic output dimension takes the value of
-the input dimension with the same ONNX symbolic name (``N``, ``H``...); one with no such input
-stays -1 (as a data-dependent shape would).
+the input dimension with the same ONNX symbolic name (``N``, ``H``...); any other is found by
+running the model on zeros (TensorRT computes it from the graph), except in a graph with
+data-dependent ops (NonMaxSuppression, NonZero, Unique), where it stays -1.
 
-Not a reimplementation: no precision effects (everything runs in float32), no tactics, no DLA.
+Versions (``FakeState.trt_version``; `make_modules` builds the module for it): each exposes only
+names the imitated release has (checked against the table in ``runtimes/trt_api_surface.json``
+by ``test_trt_api_surface.py``):
+
+- 8.6: ``create_network(0)`` is an implicit-batch network, which the ONNX parser refuses (as
+  onnx-tensorrt's ``ModelImporter::importModel`` does); ``EXPLICIT_BATCH`` must be set.
+- 10.x: explicit batch always; ``BuilderFlag.FP16/INT8`` and the implicit calibrators exist.
+- 11.x: no ``BuilderFlag.FP16/INT8``, no ``IInt8EntropyCalibrator2`` / ``int8_calibrator``;
+  networks are strongly typed (the engine's precision is the graph's).
+
+Plugins: ops named in ``PLUGIN_OPS`` parse as TensorRT plugins (the parser registers the standard
+plugins itself, as onnx-tensorrt does); an engine holding one deserialises only after
+``init_libnvinfer_plugins`` (or a parse) in the same "process" (``FakeState``), else None.
+
+DLA: a DLA build whose optimisation profile has min != max silently "falls back" to the GPU
+(recorded in the engine payload as ``dla_fell_back``), as real TensorRT does with GPU_FALLBACK.
+
+Implicit calibrator (8.6 / 10.x): when ``config.int8_calibrator`` is set with the INT8 flag, the
+builder pulls batches from it; a Python exception in ``get_batch`` is printed to stderr and read
+as "no more batches", as the pybind11 trampoline in ``pyInt8.cpp`` does.
+
+Attribute accesses on the fake's classes, enums and module are recorded in
+``FakeState.accessed`` as ``(owner, name)`` pairs, so a test can check every TensorRT name edgedet
+touches against the published API of each version.
+
+Not a reimplementation: no precision effects (everything runs in float32), no tactics, no DLA
+kernels.
 """
 
 from __future__ import annotations
@@ -29,7 +56,9 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import re
 import sys
+import traceback
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,15 +92,57 @@ class FakeState:
     context_stack: list[Any] = field(default_factory=list)
     contexts_made: int = 0
     contexts_detached: int = 0
+    gpu_names: list[str] | None = None  # per device index; None: gpu_name for every device
+    sm_count: int = 132
+    total_memory: int = 80 << 30
+    plugins_registered: bool = False  # a fresh "process" has an empty plugin registry
+    build_devices: list[int] = field(default_factory=list)  # device of the context per build
+    calibration_batches: int = 0
+    accessed: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def trt_major(self) -> int:
+        return int(self.trt_version.split(".")[0])
 
 
 STATE = FakeState()
+
+#: Ops whose output shapes depend on the data: TensorRT reports -1 for them after shape setting.
+_DATA_DEPENDENT_OPS = frozenset({"NonMaxSuppression", "NonZero", "Unique"})
+
+#: Op types the fake parser imports as TensorRT plugins (from the standard plugin library).
+PLUGIN_OPS = frozenset({"EfficientNMS_TRT", "BatchedNMSDynamic_TRT"})
+
+
+def _record(owner: str, name: str) -> None:
+    if not name.startswith("_"):
+        STATE.accessed.add((owner, name))
+
+
+class _Recorded:
+    """Records public attribute reads on instances (see FakeState.accessed); subclasses that
+    stand for another TensorRT class name set ``_api_name``."""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)  # a failed probe (hasattr) is not a use
+        cls = type(self)
+        _record(cls.__dict__.get("_api_name", cls.__name__), name)
+        return value
+
+
+class _RecordedEnumMeta(enum.EnumMeta):
+    """Records public member reads on an enum class (``trt.BuilderFlag.FP16``)."""
+
+    def __getattribute__(cls, name: str) -> Any:
+        if not name.startswith("_") and name in type.__getattribute__(cls, "_member_map_"):
+            _record(re.sub(r"\d+$", "", type.__getattribute__(cls, "__name__")), name)
+        return super().__getattribute__(name)
 
 
 # == tensorrt ===================================================================================
 
 
-class DataType(enum.Enum):
+class DataType(enum.Enum, metaclass=_RecordedEnumMeta):
     FLOAT = 0
     HALF = 1
     INT8 = 2
@@ -99,13 +170,15 @@ def nptype(dtype: DataType) -> type:
     return _NP[dtype]
 
 
-class TensorIOMode(enum.Enum):
+class TensorIOMode(enum.Enum, metaclass=_RecordedEnumMeta):
     NONE = 0
     INPUT = 1
     OUTPUT = 2
 
 
-class BuilderFlag(enum.Enum):
+class BuilderFlag(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    """TensorRT 8.6 / 10.x (a subset of both)."""
+
     FP16 = 0
     INT8 = 1
     DEBUG = 2
@@ -114,21 +187,58 @@ class BuilderFlag(enum.Enum):
     TF32 = 7
 
 
-class MemoryPoolType(enum.Enum):
+class BuilderFlag11(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    """TensorRT 11: FP16 / INT8 / BF16 / FP8 are gone (pyCore.cpp at v11.1)."""
+
+    DEBUG = 2
+    GPU_FALLBACK = 3
+    REFIT = 5
+    TF32 = 7
+
+
+class MemoryPoolType(enum.IntEnum, metaclass=_RecordedEnumMeta):
     WORKSPACE = 0
     DLA_MANAGED_SRAM = 1
 
 
-class DeviceType(enum.Enum):
+class DeviceType(enum.IntEnum, metaclass=_RecordedEnumMeta):
     GPU = 0
     DLA = 1
 
 
-class NetworkDefinitionCreationFlag(enum.Enum):
+class NetworkDefinitionCreationFlag8(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    """TensorRT 8.6: flags=0 is an implicit-batch network."""
+
+    EXPLICIT_BATCH = 0
+    EXPLICIT_PRECISION = 1
+
+
+class NetworkDefinitionCreationFlag(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    """TensorRT 10.x: EXPLICIT_BATCH is deprecated and ignored."""
+
+    EXPLICIT_BATCH = 0
     STRONGLY_TYPED = 1
 
 
-class Logger:
+class NetworkDefinitionCreationFlag11(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    """TensorRT 11: always explicit batch and strongly typed."""
+
+    STRONGLY_TYPED = 0
+
+
+def _flags_enum() -> Any:
+    return {8: NetworkDefinitionCreationFlag8, 10: NetworkDefinitionCreationFlag}.get(
+        STATE.trt_major, NetworkDefinitionCreationFlag11
+    )
+
+
+def init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
+    """Registers the standard plugins (pyPlugin.cpp ``initLibNvInferPlugins``)."""
+    STATE.plugins_registered = True
+    return True
+
+
+class Logger(_Recorded):
     VERBOSE = 4
     INFO = 3
     WARNING = 2
@@ -147,9 +257,17 @@ class _Tensor:
     symbols: tuple[str, ...] = ()  # ONNX dim_param per dimension ("" when fixed or unnamed)
 
 
-class INetworkDefinition:
+class INetworkDefinition(_Recorded):
     def __init__(self, flags: int) -> None:
         self.flags = flags
+        self.major = STATE.trt_major
+        self.explicit_batch = self.major >= 10 or bool(
+            flags & (1 << int(NetworkDefinitionCreationFlag8.EXPLICIT_BATCH))
+        )
+        self.strongly_typed = self.major >= 11 or (
+            self.major == 10 and bool(flags & (1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+        )
+        self.plugins: list[str] = []
         self.onnx_bytes: bytes | None = None
         self._inputs: list[_Tensor] = []
         self._outputs: list[_Tensor] = []
@@ -169,7 +287,7 @@ class INetworkDefinition:
         return self._outputs[index]
 
 
-class ParserError:
+class ParserError(_Recorded):
     def __init__(self, code: str, desc: str, node: int = -1) -> None:
         self._code, self._desc, self._node = code, desc, node
 
@@ -193,7 +311,7 @@ def _value_info(vi: Any) -> _Tensor:
     return _Tensor(vi.name, dims, _FROM_ONNX[ttype.elem_type], symbols)
 
 
-class OnnxParser:
+class OnnxParser(_Recorded):
     def __init__(self, network: INetworkDefinition, logger: Logger) -> None:
         self.network = network
         self._errors: list[ParserError] = []
@@ -213,7 +331,22 @@ class OnnxParser:
         except Exception as err:  # protobuf DecodeError and friends
             self._errors.append(ParserError("MODEL_DESERIALIZE_FAILED", str(err)))
             return False
+        if not self.network.explicit_batch:
+            # onnx-tensorrt ModelImporter::importModel on TensorRT 8.x
+            self._errors.append(
+                ParserError(
+                    "INVALID_GRAPH",
+                    "This version of the ONNX parser only supports TensorRT "
+                    "INetworkDefinitions with an explicit batch dimension. Please ensure the "
+                    "network was initialized with the EXPLICIT_BATCH NetworkDefinitionCreationFlag.",
+                )
+            )
+            return False
+        STATE.plugins_registered = True  # the parser calls initLibNvInferPlugins itself
         for i, node in enumerate(proto.graph.node):
+            if node.op_type in PLUGIN_OPS:
+                self.network.plugins.append(node.op_type)
+                continue
             if node.domain not in ("", "ai.onnx"):
                 self._errors.append(
                     ParserError(
@@ -231,7 +364,7 @@ class OnnxParser:
         return True
 
 
-class IOptimizationProfile:
+class IOptimizationProfile(_Recorded):
     def __init__(self) -> None:
         self.shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
 
@@ -247,7 +380,7 @@ class IOptimizationProfile:
         return list(self.shapes.get(input, ()))
 
 
-class ITimingCache:
+class ITimingCache(_Recorded):
     def __init__(self, blob: bytes) -> None:
         self.entries = int(blob.split(b":")[1]) if blob.startswith(b"FAKECACHE:") else 0
 
@@ -255,19 +388,21 @@ class ITimingCache:
         return b"FAKECACHE:%d" % self.entries
 
 
-class IBuilderConfig:
+class IBuilderConfig(_Recorded):
+    """TensorRT 11's config: no ``int8_calibrator`` / ``set_calibration_profile``."""
+
     def __init__(self) -> None:
-        self.flags_set: set[BuilderFlag] = set()
+        self.flags_set: set[Any] = set()
         self.pool_limits: dict[MemoryPoolType, int] = {}
         self.profiles: list[IOptimizationProfile] = []
         self.timing_cache: ITimingCache | None = None
         self.default_device_type = DeviceType.GPU
         self.DLA_core = -1
 
-    def set_flag(self, flag: BuilderFlag) -> None:
+    def set_flag(self, flag: Any) -> None:
         self.flags_set.add(flag)
 
-    def get_flag(self, flag: BuilderFlag) -> bool:
+    def get_flag(self, flag: Any) -> bool:
         return flag in self.flags_set
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
@@ -289,7 +424,50 @@ class IBuilderConfig:
         return True
 
 
-class Builder:
+class IBuilderConfig10(IBuilderConfig):
+    """TensorRT 8.6 / 10.x config: adds the implicit-calibration settings."""
+
+    _api_name = "IBuilderConfig"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.int8_calibrator: Any = None
+        self.calibration_profile: IOptimizationProfile | None = None
+
+    def set_calibration_profile(self, profile: IOptimizationProfile) -> bool:
+        self.calibration_profile = profile
+        return True
+
+
+class IInt8Calibrator(_Recorded):
+    pass
+
+
+class IInt8EntropyCalibrator2(IInt8Calibrator):
+    """Base class for Python calibrators (pyInt8.cpp's trampoline calls the overrides)."""
+
+    def __init__(self) -> None:
+        pass
+
+
+def _run_calibrator(calibrator: Any, network: INetworkDefinition) -> None:
+    """Pull batches as TensorRT does: exceptions are printed, then read as "no more batches"."""
+    names = [t.name for t in network._inputs]
+    calibrator.read_calibration_cache()
+    while True:
+        try:
+            ptrs = calibrator.get_batch(names)
+        except Exception:  # pyInt8.cpp: "[ERROR] Exception caught in get_batch()"
+            print("[ERROR] Exception caught in get_batch()", file=sys.stderr)
+            traceback.print_exc()
+            ptrs = None
+        if not ptrs:
+            break
+        STATE.calibration_batches += 1
+    calibrator.write_calibration_cache(b"FAKE-CALIBRATION-TABLE")
+
+
+class Builder(_Recorded):
     def __init__(self, logger: Logger) -> None:
         self.logger = logger
 
@@ -300,10 +478,10 @@ class Builder:
     platform_has_fast_fp16 = True
 
     def create_network(self, flags: int = 0) -> INetworkDefinition:
-        return INetworkDefinition(flags)
+        return INetworkDefinition(int(flags))
 
     def create_builder_config(self) -> IBuilderConfig:
-        return IBuilderConfig()
+        return IBuilderConfig() if STATE.trt_major >= 11 else IBuilderConfig10()
 
     def create_optimization_profile(self) -> IOptimizationProfile:
         return IOptimizationProfile()
@@ -313,21 +491,30 @@ class Builder:
     ) -> bytes | None:
         STATE.builds += 1
         STATE.configs.append(config)
+        STATE.build_devices.append(
+            STATE.context_stack[-1].device.number if STATE.context_stack else 0
+        )  # cudart's current device: 0 unless a context for another GPU is current
         if network.onnx_bytes is None:
             return None
         profile = config.profiles[0].shapes if config.profiles else {}
         for t in network._inputs:
             if any(d < 0 for d in t.shape) and t.name not in profile:
                 return None  # TensorRT: "Network has dynamic or shape inputs, but no profile"
-        if config.default_device_type == DeviceType.DLA and not (
-            0 <= config.DLA_core < STATE.num_dla_cores
-        ):
+        dla = config.default_device_type == DeviceType.DLA
+        if dla and not (0 <= config.DLA_core < STATE.num_dla_cores):
             return None
+        # DLA needs min == opt == max; with GPU_FALLBACK TensorRT silently uses the GPU instead
+        dla_fell_back = dla and any(len({lo, mid, hi}) > 1 for lo, mid, hi in profile.values())
+        if dla_fell_back and not config.get_flag(_gpu_fallback_flag()):
+            return None
+        calibrator = getattr(config, "int8_calibrator", None)
+        if calibrator is not None and config.get_flag(BuilderFlag.INT8):
+            _run_calibrator(calibrator, network)
         if config.timing_cache is not None:
             config.timing_cache.entries += 1
         payload = {
             "trt_version": STATE.trt_version,
-            "gpu_name": STATE.gpu_name,
+            "gpu_name": _gpu_name(STATE.build_devices[-1]),
             "compute_capability": list(STATE.compute_capability),
             "onnx": base64.b64encode(network.onnx_bytes).decode(),
             "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network._inputs],
@@ -335,12 +522,23 @@ class Builder:
             "symbols": {t.name: list(t.symbols) for t in (*network._inputs, *network._outputs)},
             "profile": {k: [list(s) for s in v] for k, v in profile.items()},
             "flags": sorted(f.name for f in config.flags_set),
-            "dla_core": config.DLA_core if config.default_device_type == DeviceType.DLA else None,
+            "strongly_typed": network.strongly_typed,
+            "plugins": list(network.plugins),
+            "dla_core": config.DLA_core if dla else None,
+            "dla_fell_back": dla_fell_back,
         }
         return _MAGIC + json.dumps(payload).encode()
 
 
-class ICudaEngine:
+def _gpu_fallback_flag() -> Any:
+    return BuilderFlag11.GPU_FALLBACK if STATE.trt_major >= 11 else BuilderFlag.GPU_FALLBACK
+
+
+def _gpu_name(index: int) -> str:
+    return STATE.gpu_names[index] if STATE.gpu_names else STATE.gpu_name
+
+
+class ICudaEngine(_Recorded):
     def __init__(self, payload: dict[str, Any]) -> None:
         self.payload = payload
         self._io = [(n, tuple(s), DataType[d], TensorIOMode.INPUT) for n, s, d in payload["inputs"]]
@@ -375,7 +573,7 @@ class ICudaEngine:
         return IExecutionContext(self)
 
 
-class IExecutionContext:
+class IExecutionContext(_Recorded):
     def __init__(self, engine: ICudaEngine) -> None:
         self.engine = engine
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -405,21 +603,44 @@ class IExecutionContext:
             for sym, value in zip(symbols[name_in], dims):
                 if sym:
                     known[sym] = value
-        return tuple(known.get(sym, -1) if d < 0 else d for d, sym in zip(shape, symbols[name]))
+        dims = tuple(known.get(sym, -1) if d < 0 else d for d, sym in zip(shape, symbols[name]))
+        if any(d < 0 for d in dims) and not self._data_dependent():
+            dims = self._shape_by_running(name, dims)
+        return dims
+
+    def _data_dependent(self) -> bool:
+        import onnx
+
+        model = onnx.load_from_string(base64.b64decode(self.engine.payload["onnx"]))
+        return any(n.op_type in _DATA_DEPENDENT_OPS for n in model.graph.node)
+
+    def _shape_by_running(self, name: str, dims: tuple[int, ...]) -> tuple[int, ...]:
+        """TensorRT computes output shapes from the graph (8400 = f(H, W)); the fake runs the
+        model on zeros of the set input shapes to get them."""
+        inputs = self.engine.payload["inputs"]
+        if any(n not in self._shapes for n, _s, _d in inputs):
+            return dims
+        feeds = {n: np.zeros(self._shapes[n], _NP[DataType[d]]) for n, _s, d in inputs}
+        outs = self._session_for_run().run([name], feeds)
+        return tuple(int(v) for v in outs[0].shape)
+
+    def _session_for_run(self) -> Any:
+        import onnxruntime as ort
+
+        if self._session is None:
+            model = base64.b64decode(self.engine.payload["onnx"])
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        return self._session
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         self._addresses[name] = int(memory)
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        import onnxruntime as ort
-
         _require_context("execute_async_v3")
-        if self._session is None:
-            model = base64.b64decode(self.engine.payload["onnx"])
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self._session_for_run()
         feeds: dict[str, np.ndarray] = {}
         for name, _shape, dtype in self.engine.payload["inputs"]:
             if name not in self._addresses or name not in self._shapes:
@@ -441,7 +662,7 @@ class IExecutionContext:
         return True
 
 
-class Runtime:
+class Runtime(_Recorded):
     def __init__(self, logger: Logger) -> None:
         self.logger = logger
         self.DLA_core = -1
@@ -456,12 +677,16 @@ class Runtime:
             payload = json.loads(data[len(_MAGIC) :])
         except ValueError:
             return None
+        current = STATE.context_stack[-1].device.number if STATE.context_stack else 0
         if (
             payload.get("trt_version") != STATE.trt_version
-            or payload.get("gpu_name") != STATE.gpu_name
+            or payload.get("gpu_name") != _gpu_name(current)
             or tuple(payload.get("compute_capability", ())) != STATE.compute_capability
         ):
             return None  # "The engine plan file is not compatible with this version of TensorRT"
+        if payload.get("plugins") and not STATE.plugins_registered:
+            # real TensorRT: "getPluginCreator could not find plugin: EfficientNMS_TRT", None
+            return None
         return ICudaEngine(payload)
 
 
@@ -508,6 +733,19 @@ class Context:
         self.detached = True
         STATE.contexts_detached += 1
 
+    @staticmethod
+    def get_current() -> Context | None:
+        return STATE.context_stack[-1] if STATE.context_stack else None
+
+    @staticmethod
+    def get_device() -> Device:
+        _require_context("cuCtxGetDevice")
+        return STATE.context_stack[-1].device  # type: ignore[no-any-return]
+
+
+class device_attribute(enum.IntEnum):
+    MULTIPROCESSOR_COUNT = 16
+
 
 class Device:
     def __init__(self, number: int) -> None:
@@ -519,11 +757,30 @@ class Device:
     def count() -> int:
         return STATE.device_count
 
+    def __eq__(self, other: object) -> bool:  # pycuda compares the CUdevice handles
+        return isinstance(other, Device) and other.number == self.number
+
+    def __hash__(self) -> int:
+        return self.number
+
     def name(self) -> str:
-        return STATE.gpu_name
+        return _gpu_name(self.number)
 
     def compute_capability(self) -> tuple[int, int]:
         return STATE.compute_capability
+
+    def get_attribute(self, attr: device_attribute) -> int:
+        if attr != device_attribute.MULTIPROCESSOR_COUNT:
+            raise LogicError(f"fake: attribute {attr} not modelled")
+        return STATE.sm_count
+
+    def total_memory(self) -> int:
+        return STATE.total_memory
+
+    def retain_primary_context(self) -> Context:
+        ctx = Context(self)  # cuDevicePrimaryCtxRetain: not made current
+        STATE.contexts_made += 1
+        return ctx
 
     def make_context(self, flags: int = 0) -> Context:
         ctx = Context(self)
@@ -593,22 +850,47 @@ _TRT_NAMES = (
     "DataType", "nptype", "TensorIOMode", "BuilderFlag", "MemoryPoolType", "DeviceType",
     "NetworkDefinitionCreationFlag", "Logger", "INetworkDefinition", "ParserError", "OnnxParser",
     "IOptimizationProfile", "ITimingCache", "IBuilderConfig", "Builder", "ICudaEngine",
-    "IExecutionContext", "Runtime",
+    "IExecutionContext", "Runtime", "init_libnvinfer_plugins",
 )  # fmt: skip
 _CUDA_NAMES = (
     "Error", "LogicError", "init", "Context", "Device", "Stream", "DeviceAllocation", "mem_alloc",
-    "pagelocked_empty", "memcpy_htod_async", "memcpy_dtoh_async",
+    "pagelocked_empty", "memcpy_htod_async", "memcpy_dtoh_async", "device_attribute",
 )  # fmt: skip
 
 
+#: Module-level names only TensorRT 8.6 / 10.x have (removed in 11: pyInt8.cpp is gone).
+_TRT_NAMES_BEFORE_11 = ("IInt8Calibrator", "IInt8EntropyCalibrator2")
+#: Per major version: (BuilderFlag enum, NetworkDefinitionCreationFlag enum).
+_ENUMS_BY_MAJOR = {
+    8: (BuilderFlag, NetworkDefinitionCreationFlag8),
+    10: (BuilderFlag, NetworkDefinitionCreationFlag),
+    11: (BuilderFlag11, NetworkDefinitionCreationFlag11),
+}
+
+
+class _RecordedModule(types.ModuleType):
+    """A module whose public attribute reads are recorded as ``("tensorrt", name)``."""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)  # a failed probe (hasattr) is not a use
+        _record("tensorrt", name)
+        return value
+
+
 def make_modules(state: FakeState) -> dict[str, types.ModuleType]:
-    """Fresh ``tensorrt``, ``pycuda`` and ``pycuda.driver`` module objects backed by ``state``."""
+    """Fresh ``tensorrt``, ``pycuda`` and ``pycuda.driver`` module objects backed by ``state``,
+    with the TensorRT names of ``state.trt_version``'s major release (8, 10 or 11)."""
     global STATE
     STATE = state
+    major = state.trt_major
+    if major not in _ENUMS_BY_MAJOR:
+        raise ValueError(f"fake TensorRT models majors {sorted(_ENUMS_BY_MAJOR)}, not {major}")
     this = sys.modules[__name__]
-    trt = types.ModuleType("tensorrt", "fake tensorrt (tests/runtimes/fake_tensorrt.py)")
-    for name in _TRT_NAMES:
+    trt = _RecordedModule("tensorrt", "fake tensorrt (tests/runtimes/fake_tensorrt.py)")
+    names = _TRT_NAMES + (_TRT_NAMES_BEFORE_11 if major < 11 else ())
+    for name in names:
         setattr(trt, name, getattr(this, name))
+    trt.BuilderFlag, trt.NetworkDefinitionCreationFlag = _ENUMS_BY_MAJOR[major]  # type: ignore[attr-defined]
     trt.__version__ = state.trt_version  # type: ignore[attr-defined]
     driver = types.ModuleType("pycuda.driver", "fake pycuda.driver")
     for name in _CUDA_NAMES:
