@@ -115,19 +115,42 @@ PLUGIN_OPS = frozenset({"EfficientNMS_TRT", "BatchedNMSDynamic_TRT"})
 
 
 def _record(owner: str, name: str) -> None:
-    if not name.startswith("_"):
+    """Record a read of ``owner.name`` made by edgedet's code (the fake's own reads and the
+    tests' are not TensorRT calls edgedet makes)."""
+    if name.startswith("_"):
+        return
+    caller = sys._getframe(2).f_globals.get("__name__", "")
+    if caller.startswith("edgedet."):
         STATE.accessed.add((owner, name))
 
 
-class _Recorded:
-    """Records public attribute reads on instances (see FakeState.accessed); subclasses that
-    stand for another TensorRT class name set ``_api_name``."""
+class _RecordedClass(type):
+    """Records public reads on the class itself (``trt.Logger.WARNING``)."""
+
+    def __getattribute__(cls, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if type.__getattribute__(cls, "__module__") == __name__:
+            own = type.__getattribute__(cls, "__dict__")
+            _record(own.get("_api_name", type.__getattribute__(cls, "__name__")), name)
+        return value
+
+
+class _Recorded(metaclass=_RecordedClass):
+    """Records public attribute reads and writes on instances (see FakeState.accessed);
+    subclasses that stand for another TensorRT class name set ``_api_name``."""
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)  # a failed probe (hasattr) is not a use
         cls = type(self)
-        _record(cls.__dict__.get("_api_name", cls.__name__), name)
+        if cls.__module__ == __name__:  # not edgedet's own subclasses (its calibrator)
+            _record(cls.__dict__.get("_api_name", cls.__name__), name)
         return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        cls = type(self)
+        if cls.__module__ == __name__:
+            _record(cls.__dict__.get("_api_name", cls.__name__), name)
+        object.__setattr__(self, name, value)
 
 
 class _RecordedEnumMeta(enum.EnumMeta):
@@ -166,8 +189,19 @@ _FROM_ONNX = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataTyp
               9: DataType.BOOL, 2: DataType.UINT8, 7: DataType.INT64}  # fmt: skip
 
 
-def nptype(dtype: DataType) -> type:
-    return _NP[dtype]
+class DataType8(enum.Enum, metaclass=_RecordedEnumMeta):
+    """TensorRT 8.6: no INT64 (its ONNX parser casts INT64 tensors down to INT32)."""
+
+    FLOAT = 0
+    HALF = 1
+    INT8 = 2
+    INT32 = 3
+    BOOL = 4
+    UINT8 = 5
+
+
+def nptype(dtype: Any) -> type:
+    return _NP[DataType[dtype.name]]
 
 
 class TensorIOMode(enum.Enum, metaclass=_RecordedEnumMeta):
@@ -249,12 +283,18 @@ class Logger(_Recorded):
         self.min_severity = min_severity
 
 
-@dataclass
-class _Tensor:
-    name: str
-    shape: tuple[int, ...]
-    dtype: DataType
-    symbols: tuple[str, ...] = ()  # ONNX dim_param per dimension ("" when fixed or unnamed)
+class _Tensor(_Recorded):
+    """``trt.ITensor`` (pyGraph.cpp): the network's inputs and outputs."""
+
+    _api_name = "ITensor"
+
+    def __init__(
+        self, name: str, shape: tuple[int, ...], dtype: DataType, symbols: tuple[str, ...] = ()
+    ) -> None:
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.symbols = symbols  # ONNX dim_param per dimension ("" when fixed or unnamed)
 
 
 class INetworkDefinition(_Recorded):
@@ -308,7 +348,10 @@ def _value_info(vi: Any) -> _Tensor:
     ttype = vi.type.tensor_type
     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim)
     symbols = tuple(d.dim_param for d in ttype.shape.dim)
-    return _Tensor(vi.name, dims, _FROM_ONNX[ttype.elem_type], symbols)
+    dtype = _FROM_ONNX[ttype.elem_type]
+    if dtype == DataType.INT64 and STATE.trt_major < 10:
+        dtype = DataType.INT32  # TensorRT 8.x: "Attempting to cast down to INT32"
+    return _Tensor(vi.name, dims, dtype, symbols)
 
 
 class OnnxParser(_Recorded):
@@ -474,8 +517,6 @@ class Builder(_Recorded):
     @property
     def num_DLA_cores(self) -> int:
         return STATE.num_dla_cores
-
-    platform_has_fast_fp16 = True
 
     def create_network(self, flags: int = 0) -> INetworkDefinition:
         return INetworkDefinition(int(flags))
@@ -860,11 +901,11 @@ _CUDA_NAMES = (
 
 #: Module-level names only TensorRT 8.6 / 10.x have (removed in 11: pyInt8.cpp is gone).
 _TRT_NAMES_BEFORE_11 = ("IInt8Calibrator", "IInt8EntropyCalibrator2")
-#: Per major version: (BuilderFlag enum, NetworkDefinitionCreationFlag enum).
+#: Per major version: (BuilderFlag, NetworkDefinitionCreationFlag, DataType) enums.
 _ENUMS_BY_MAJOR = {
-    8: (BuilderFlag, NetworkDefinitionCreationFlag8),
-    10: (BuilderFlag, NetworkDefinitionCreationFlag),
-    11: (BuilderFlag11, NetworkDefinitionCreationFlag11),
+    8: (BuilderFlag, NetworkDefinitionCreationFlag8, DataType8),
+    10: (BuilderFlag, NetworkDefinitionCreationFlag, DataType),
+    11: (BuilderFlag11, NetworkDefinitionCreationFlag11, DataType),
 }
 
 
@@ -890,7 +931,9 @@ def make_modules(state: FakeState) -> dict[str, types.ModuleType]:
     names = _TRT_NAMES + (_TRT_NAMES_BEFORE_11 if major < 11 else ())
     for name in names:
         setattr(trt, name, getattr(this, name))
-    trt.BuilderFlag, trt.NetworkDefinitionCreationFlag = _ENUMS_BY_MAJOR[major]  # type: ignore[attr-defined]
+    (  # type: ignore[attr-defined]
+        trt.BuilderFlag, trt.NetworkDefinitionCreationFlag, trt.DataType,
+    ) = _ENUMS_BY_MAJOR[major]  # fmt: skip
     trt.__version__ = state.trt_version  # type: ignore[attr-defined]
     driver = types.ModuleType("pycuda.driver", "fake pycuda.driver")
     for name in _CUDA_NAMES:

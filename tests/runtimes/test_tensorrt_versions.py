@@ -190,8 +190,9 @@ def test_trt_older_than_86_is_refused_and_probe_says_so(
 # -- 2. plugins in a fresh process -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])
 def test_plugin_engine_deserialises_in_a_fresh_process(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    version: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])
     y = helper.make_tensor_value_info("num_dets", TensorProto.INT32, [1, 1])
@@ -202,12 +203,12 @@ def test_plugin_engine_deserialises_in_a_fresh_process(
     )
     path = tmp_path / "e2e.onnx"
     onnx.save(model, str(path))  # not checked: EfficientNMS_TRT is a TensorRT plugin op
-    first = Env(monkeypatch)
+    first = Env(monkeypatch, trt_version=version)
     with first.TRT(path, cache_dir=tmp_path / "c") as rt:
         engine = rt.engine_path
     assert _payload(engine)["plugins"] == ["EfficientNMS_TRT"]
     # a new process: same machine, empty plugin registry until init_libnvinfer_plugins
-    second = Env(monkeypatch)
+    second = Env(monkeypatch, trt_version=version)
     assert second.state.plugins_registered is False
     with second.TRT(path, cache_dir=tmp_path / "c") as rt:
         assert rt.cache_hit is True
