@@ -39,7 +39,16 @@ from typing import Any
 UNAVAILABLE = "unavailable"
 
 #: Rails that measure the whole module's input (their sub-rails would double count if summed).
-INPUT_RAILS = frozenset({"VDD_IN", "POM_5V_IN", "VIN_SYS_5V0", "VDD_IN_SYS"})
+#: Not VIN_SYS_5V0: on AGX Orin that is the carrier's 5 V I/O rail, not the module input
+#: (rbonghi/jetson_stats#344; jtop treats only VDD_IN / POM_5V_IN as a total). "VIN" is Jetson
+#: Thor's system input as jtop reports it (rbonghi/jetson_stats#900; not verified on a Thor).
+INPUT_RAILS = frozenset({"VDD_IN", "POM_5V_IN", "VDD_IN_SYS", "VIN"})
+
+#: Labels of unconnected INA3221 channels (AGX Orin's 1-0041 has two).
+_UNCONNECTED_RAILS = frozenset({"NC"})
+
+#: devfreq device names of Jetson GPUs (Nano gpu, Xavier gv11b, Orin ga10b, TX2 gp10b).
+_GPU_DEVFREQ = re.compile(r"gpu|gv11b|ga10b|gp10b|gm20b", re.I)
 
 
 def _p(root: str | Path, path: str) -> Path:
@@ -106,6 +115,25 @@ def cpu_freqs_khz(root: str | Path = "/") -> dict[str, float]:
         value = _read_number(Path(d) / "cpufreq" / "scaling_cur_freq")
         if value is not None:
             out[Path(d).name] = value
+    return out
+
+
+def clock_limits(root: str | Path = "/") -> dict[str, tuple[float, float]]:
+    """(floor, ceiling) of each CPU (``cpu:cpuN``, kHz: scaling_min/max_freq) and GPU devfreq
+    clock (``devfreq:<name>``, Hz: min/max_freq), keyed like `PowerMonitor`'s clocks. A clock
+    whose floor equals its ceiling is locked (``jetson_clocks``): DVFS cannot move it."""
+    out: dict[str, tuple[float, float]] = {}
+    base = _p(root, "/sys/devices/system/cpu")
+    for d in glob.glob(str(base / "cpu[0-9]*")):
+        lo = _read_number(Path(d) / "cpufreq" / "scaling_min_freq")
+        hi = _read_number(Path(d) / "cpufreq" / "scaling_max_freq")
+        if lo is not None and hi is not None:
+            out[f"cpu:{Path(d).name}"] = (lo, hi)
+    for d in glob.glob(str(_p(root, "/sys/class/devfreq") / "*")):
+        lo = _read_number(Path(d) / "min_freq")
+        hi = _read_number(Path(d) / "max_freq")
+        if lo is not None and hi is not None and _GPU_DEVFREQ.search(Path(d).name):
+            out[f"devfreq:{Path(d).name}"] = (lo, hi)
     return out
 
 
@@ -418,17 +446,48 @@ class PowerMonitor:
             "temperatures_c_after": after["temperatures_c"],
         }
         result.update(self._energy())
-        warnings = []
+        result.update(self._throttling())
+        return result
+
+    def _throttling(self) -> dict[str, Any]:
+        """Throttling = a *locked* clock (floor == ceiling, e.g. after ``jetson_clocks``) that
+        fell below its ceiling. An unlocked clock moves with DVFS (schedutil, the GPU's
+        governor) as a matter of course, so its drop is not throttling; it is noted once.
+        Without readable limits, a CPU or GPU clock that fell below its value at the start is
+        flagged as before. Other devfreq devices (VIC, NVDEC...) are not looked at."""
+        limits = clock_limits(self.root)
+        warnings: list[str] = []
+        unlocked: list[str] = []
         for name, start in self._before["clocks"].items():
+            if not (name.startswith("cpu:") or _GPU_DEVFREQ.search(name)):
+                continue
             low = self._min_clocks.get(name)
-            if start > 0 and low is not None and low < start * (1.0 - self.drop_fraction):
+            if low is None:
+                continue
+            if name in limits:
+                floor, ceiling = limits[name]
+                if floor < ceiling:
+                    unlocked.append(name)
+                    continue
+                reference, what = ceiling, "its locked frequency"
+            else:
+                reference, what = start, "its value at the start"
+            if reference > 0 and low < reference * (1.0 - self.drop_fraction):
                 warnings.append(
-                    f"clock {name} dropped from {start:g} to {low:g} during the run "
+                    f"clock {name} dropped from {what} {reference:g} to {low:g} during the run "
                     "(thermal throttling or power capping?); latency may be pessimistic"
                 )
-        result["throttled"] = bool(warnings)
-        result["warnings"] = warnings
-        return result
+        out: dict[str, Any] = {
+            "throttled": bool(warnings),
+            "warnings": warnings,
+            "clocks_locked": bool(limits) and not unlocked,
+        }
+        if unlocked:
+            out["notes"] = [
+                f"{len(unlocked)} clock(s) not locked ({', '.join(sorted(unlocked)[:4])}...): "
+                "DVFS may change them during the run; run `sudo jetson_clocks` for stable numbers"
+            ]
+        return out
 
     def _energy(self) -> dict[str, Any]:
         if not self._rails and self._source != "tegrastats":
@@ -436,7 +495,9 @@ class PowerMonitor:
             if self._source:
                 reason += f" ({self._source})"
             return {"measured": False, "reason": reason}
-        names = sorted({n for _, s in self._samples for n in s})
+        names = sorted(
+            {n for _, s in self._samples for n in s if n.upper() not in _UNCONNECTED_RAILS}
+        )
         if len(self._samples) < 2 or not names:
             return {"measured": False, "reason": "power rails found but could not be read"}
         energy: dict[str, float] = {}
@@ -455,7 +516,7 @@ class PowerMonitor:
             "samples": len(self._samples),
             "energy_j": energy,
             "energy_total_j": total,
-            "total_from": inputs[0] if inputs else "sum of all rails",
+            "total_from": inputs[0] if inputs else "sum of all rails (no module-input rail)",
             "source": self._source,
             "mean_power_mw": total / span * 1000.0 if span > 0 else None,
         }

@@ -165,3 +165,59 @@ def test_power_monitor_falls_back_to_tegrastats(tmp_path: Path) -> None:
     assert res["measured"] is True and res["source"] == "tegrastats"
     assert res["total_from"] == "VDD_IN"
     assert res["mean_power_mw"] == pytest.approx(4789.0)
+
+
+def _agx_orin_tree(root: Path) -> None:
+    """AGX Orin's two INA3221s (jetson_stats#344): no module-input rail, two NC channels."""
+    _write(root, "/etc/nv_tegra_release", "# R36 (release), REVISION: 4.0\n")
+    chips = {
+        "1-0040": [("VDD_GPU_SOC", 5000, 1200), ("VDD_CPU_CV", 5000, 300), ("VIN_SYS_5V0", 5000, 700)],
+        "1-0041": [("NC", 0, 0), ("VDDQ_VDD2_1V8AO", 5000, 100), ("NC", 0, 0)],
+    }
+    for n, (addr, chans) in enumerate(chips.items()):
+        dev = f"/sys/bus/i2c/drivers/ina3221/{addr}/hwmon/hwmon{3 + n}"
+        for k, (name, mv, ma) in enumerate(chans, 1):
+            _write(root, f"{dev}/in{k}_label", name + "\n")
+            _write(root, f"{dev}/in{k}_input", f"{mv}\n")
+            _write(root, f"{dev}/curr{k}_input", f"{ma}\n")
+
+
+def test_agx_orin_energy_sums_the_rails_not_the_5v_io_rail(tmp_path: Path) -> None:
+    _agx_orin_tree(tmp_path)
+    mon = PowerMonitor(root=tmp_path, interval_s=0.01).start()
+    time.sleep(0.05)
+    res = mon.stop()
+    assert res["measured"] is True
+    assert res["total_from"].startswith("sum of all rails")
+    assert "NC" not in res["rails"]
+    assert res["mean_power_mw"] == pytest.approx(5000 * (1200 + 300 + 700 + 100) / 1000)
+
+
+def test_dvfs_on_unlocked_clocks_is_not_throttling(tmp_path: Path) -> None:
+    _jetson_tree(tmp_path, layout="hwmon")
+    gpu = "/sys/class/devfreq/17000000.gpu"
+    _write(tmp_path, f"{gpu}/min_freq", "306000000\n")
+    _write(tmp_path, f"{gpu}/max_freq", "624750000\n")
+    _write(tmp_path, "/sys/class/devfreq/15380000.nvjpg/cur_freq", "600000000\n")
+    mon = PowerMonitor(root=tmp_path, interval_s=0.01).start()
+    time.sleep(0.03)
+    _write(tmp_path, f"{gpu}/cur_freq", "306000000\n")  # the governor clocks down
+    _write(tmp_path, "/sys/class/devfreq/15380000.nvjpg/cur_freq", "100000000\n")  # idle engine
+    time.sleep(0.03)
+    res = mon.stop()
+    assert res["throttled"] is False and res["warnings"] == []
+    assert res["clocks_locked"] is False and "jetson_clocks" in res["notes"][0]
+
+
+def test_a_locked_clock_below_its_ceiling_is_throttling(tmp_path: Path) -> None:
+    _jetson_tree(tmp_path, layout="hwmon")
+    gpu = "/sys/class/devfreq/17000000.gpu"
+    _write(tmp_path, f"{gpu}/min_freq", "624750000\n")  # jetson_clocks: floor = ceiling
+    _write(tmp_path, f"{gpu}/max_freq", "624750000\n")
+    mon = PowerMonitor(root=tmp_path, interval_s=0.01).start()
+    time.sleep(0.03)
+    _write(tmp_path, f"{gpu}/cur_freq", "420000000\n")
+    time.sleep(0.03)
+    res = mon.stop()
+    assert res["throttled"] is True and res["clocks_locked"] is True
+    assert "locked frequency" in res["warnings"][0]
