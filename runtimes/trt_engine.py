@@ -520,6 +520,7 @@ def build_serialized_engine(
     meta: ModelMeta | None = None,
     input_size: tuple[int, int] | None = None,
     calibrator: Any = None,
+    detailed_profile: bool = False,
 ) -> BuildResult:
     """Parse ONNX bytes and build a serialized engine (no files written except the timing cache).
 
@@ -540,6 +541,8 @@ def build_serialized_engine(
     - timing cache: read from and written back to ``timing_cache`` when given.
     - DLA: ``default_device_type = DLA``, ``DLA_core``, ``GPU_FALLBACK`` for unsupported layers,
       and a fixed batch (DLA has no dynamic shapes).
+    - ``detailed_profile``: ``profiling_verbosity = ProfilingVerbosity.DETAILED``, so the engine
+      inspector lists each layer's device (benchmarks/jetson_check.py reads it for DLA).
     """
     has_qdq = onnx_has_qdq(onnx_bytes, where)
     requested = _check_precision(precision)
@@ -587,6 +590,8 @@ def build_serialized_engine(
     config = builder.create_builder_config()
     # set_memory_pool_limit(pool, pool_size) replaces max_workspace_size (pyCore.cpp bindings).
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if detailed_profile:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if weak:
         if prec == "int8":
             # Explicit quantization: Q/DQ layers carry the scales; a weakly typed network still

@@ -613,6 +613,32 @@ class ICudaEngine(_Recorded):
     def create_execution_context(self) -> IExecutionContext:
         return IExecutionContext(self)
 
+    def create_engine_inspector(self) -> EngineInspector:
+        return EngineInspector(self)
+
+
+class LayerInformationFormat(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    ONELINE = 0
+    JSON = 1
+
+
+class ProfilingVerbosity(enum.IntEnum, metaclass=_RecordedEnumMeta):
+    LAYER_NAMES_ONLY = 0
+    NONE = 1
+    DETAILED = 2
+
+
+class EngineInspector(_Recorded):
+    """One "layer" per engine: on the DLA when built for it and not fallen back to the GPU."""
+
+    def __init__(self, engine: ICudaEngine) -> None:
+        self.engine = engine
+
+    def get_engine_information(self, format: LayerInformationFormat) -> str:
+        p = self.engine.payload
+        device = "DLA" if p.get("dla_core") is not None and not p.get("dla_fell_back") else "GPU"
+        return json.dumps({"Layers": [{"Name": "fake", "Device": device}]})
+
 
 class IExecutionContext(_Recorded):
     def __init__(self, engine: ICudaEngine) -> None:
@@ -879,6 +905,10 @@ def memcpy_htod_async(dest: Any, src: np.ndarray, stream: Stream | None = None) 
     _dev(dest)[: data.size] = data
 
 
+def memcpy_htod(dest: Any, src: np.ndarray) -> None:
+    memcpy_htod_async(dest, src)
+
+
 def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Stream | None = None) -> None:
     _require_context("cuMemcpyDtoHAsync")
     flat = dest.reshape(-1).view(np.uint8)
@@ -891,11 +921,13 @@ _TRT_NAMES = (
     "DataType", "nptype", "TensorIOMode", "BuilderFlag", "MemoryPoolType", "DeviceType",
     "NetworkDefinitionCreationFlag", "Logger", "INetworkDefinition", "ParserError", "OnnxParser",
     "IOptimizationProfile", "ITimingCache", "IBuilderConfig", "Builder", "ICudaEngine",
-    "IExecutionContext", "Runtime", "init_libnvinfer_plugins",
+    "IExecutionContext", "Runtime", "init_libnvinfer_plugins", "EngineInspector",
+    "LayerInformationFormat", "ProfilingVerbosity",
 )  # fmt: skip
 _CUDA_NAMES = (
     "Error", "LogicError", "init", "Context", "Device", "Stream", "DeviceAllocation", "mem_alloc",
     "pagelocked_empty", "memcpy_htod_async", "memcpy_dtoh_async", "device_attribute",
+    "memcpy_htod",
 )  # fmt: skip
 
 

@@ -43,7 +43,8 @@ INIT_PY = "python/packaging/bindings_wheel/tensorrt/__init__.py"
 
 #: The classes and enums recorded (what edgedet calls and what the fake models).
 CLASSES = (
-    "Builder", "BuilderFlag", "DataType", "DeviceType", "IBuilderConfig", "ICudaEngine",
+    "Builder", "BuilderFlag", "DataType", "DeviceType", "EngineInspector", "IBuilderConfig",
+    "ICudaEngine", "LayerInformationFormat", "ProfilingVerbosity",
     "IExecutionContext", "IInt8Calibrator", "IInt8EntropyCalibrator2", "INetworkDefinition",
     "IOptimizationProfile", "ITensor", "ITimingCache", "Logger", "MemoryPoolType",
     "NetworkDefinitionCreationFlag", "OnnxParser", "ParserError", "Runtime", "TensorIOMode",
