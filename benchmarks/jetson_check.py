@@ -304,10 +304,11 @@ def check_calibrator(c: Checker) -> Result:
             for _ in range(4):
                 yield {"images": rng.uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)}
 
-    import pycuda.driver as cuda
+    from edgedet.runtimes.cuda_binding import load_backend
 
+    cuda = load_backend()
     cuda.init()
-    ctx = cuda.Device(0).retain_primary_context()
+    ctx = cuda.primary_context(0)
     ctx.push()
     try:
         model = conv_model(c.work / "conv_cal.onnx", batch="N")
@@ -316,8 +317,8 @@ def check_calibrator(c: Checker) -> Result:
         result = build_serialized_engine(model.read_bytes(), where=str(model), max_batch=2,
                                          calibrator=cal)  # fmt: skip
     finally:
-        cuda.Context.pop()
-        ctx.detach()
+        cuda.pop()
+        ctx.release()
     served = cal.logic.batches_served
     res = {"precision": result.precision, "batches_served": served,
            "summary": f"int8 engine, {served} calibration batches"}  # fmt: skip
@@ -327,10 +328,11 @@ def check_calibrator(c: Checker) -> Result:
 
 
 def check_device_index() -> Result:
-    import pycuda.driver as cuda
+    from edgedet.runtimes.cuda_binding import load_backend
 
+    cuda = load_backend()
     cuda.init()
-    if cuda.Device.count() < 2:
+    if cuda.device_count() < 2:
         raise _Skip("one GPU: device_index needs a multi-GPU machine")
     raise _Skip("multi-GPU: run build_engine(..., device_index=1) and check the sidecar by hand")
 

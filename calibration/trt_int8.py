@@ -26,7 +26,7 @@ batch). TensorRT's pybind11 trampoline (pyInt8.cpp ``getBatch``) catches a Pytho
 TensorRT 11 (no ``IInt8EntropyCalibrator2``) `make_entropy_calibrator` raises
 RuntimeUnavailableError naming the Q/DQ path instead.
 
-The calibrator class is built lazily, when ``tensorrt`` (and ``pycuda``) import, so this module
+The calibrator class is built lazily, when ``tensorrt`` (and a CUDA binding) import, so this module
 imports everywhere.
 """
 
@@ -122,7 +122,7 @@ class CalibratorLogic:
     """What the TensorRT calibrator does, without TensorRT: batches from a source copied to
     device buffers, and the keyed cache. The TensorRT class delegates to it.
 
-    ``device`` provides ``alloc(nbytes) -> int`` and ``copy_htod(ptr, array)`` (pycuda in
+    ``device`` provides ``alloc(nbytes) -> int`` and ``copy_htod(ptr, array)`` (cuda-python in
     production, a fake in tests).
     """
 
@@ -183,20 +183,23 @@ class CalibratorLogic:
         log.info("wrote calibration cache %s", self.cache_file)
 
 
-class _PycudaDevice:
-    def __init__(self) -> None:
-        import pycuda.driver as cuda
+class _CudaDevice:
+    """Device buffers for the calibrator through `edgedet.runtimes.cuda_binding` (cuda-python
+    or pycuda); needs a current CUDA context while TensorRT calibrates."""
 
-        self.cuda = cuda
+    def __init__(self) -> None:
+        from edgedet.runtimes.cuda_binding import load_backend
+
+        self.cuda = load_backend("TensorRT INT8 calibration")
         self._allocs: list[Any] = []
 
     def alloc(self, nbytes: int) -> int:
         mem = self.cuda.mem_alloc(nbytes)
         self._allocs.append(mem)
-        return int(mem)
+        return mem.ptr
 
     def copy_htod(self, ptr: int, array: np.ndarray) -> None:
-        self.cuda.memcpy_htod(ptr, array)
+        self.cuda.htod(ptr, array)
 
 
 def make_entropy_calibrator(
@@ -209,8 +212,8 @@ def make_entropy_calibrator(
     device: Any = None,
 ) -> Any:
     """A ``tensorrt.IInt8EntropyCalibrator2`` over ``source`` with a keyed cache in
-    ``cache_dir``. Needs ``tensorrt`` (10.x) and, unless ``device`` is given, ``pycuda`` with a
-    current CUDA context."""
+    ``cache_dir``. Needs ``tensorrt`` (8.6 / 10.x) and, unless ``device`` is given, cuda-python
+    (or pycuda) with a current CUDA context."""
     try:
         import tensorrt as trt
     except ImportError as err:
@@ -226,10 +229,7 @@ def make_entropy_calibrator(
             "the engine from that model"
         )
     if device is None:
-        try:
-            device = _PycudaDevice()
-        except ImportError as err:
-            raise missing_extra("pycuda", "tensorrt", "TensorRT INT8 calibration") from err
+        device = _CudaDevice()
     key = cache_key(
         source.report.images_sha256,
         meta,

@@ -36,7 +36,7 @@ _BUILTIN: dict[str, RuntimeEntry] = {
         "edgedet.runtimes.openvino_runtime:OpenVinoRuntime", "openvino", "openvino"
     ),
     "tensorrt": RuntimeEntry(
-        "edgedet.runtimes.tensorrt_runtime:TensorRTRuntime", "tensorrt and pycuda", "tensorrt"
+        "edgedet.runtimes.tensorrt_runtime:TensorRTRuntime", "tensorrt and cuda-python", "tensorrt"
     ),
     "torch": RuntimeEntry("edgedet.runtimes.torch_runtime:TorchRuntime", "torch", "train"),
 }

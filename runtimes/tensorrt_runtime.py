@@ -22,12 +22,11 @@ have these; the build differs per version (see `edgedet.runtimes.trt_engine`). E
 metadata (`edgedet.runtimes.trt_file`). TensorRT's standard plugins are registered before any
 engine is deserialised (`trt_logger`).
 
-Device memory, streams and the CUDA context come from pycuda (``pycuda.driver``, never
-``pycuda.autoinit``: no import-time side effects): ``cuda.init()``,
-``cuda.Device(i).retain_primary_context()`` (the device's primary context, shared with the CUDA
-runtime, torch and cupy, instead of a second context that costs memory the Jetson's CPU and GPU
-share), ``Context.push()`` / ``cuda.Context.pop()`` / ``detach()``,
-``cuda.Stream()``, ``cuda.mem_alloc``, ``cuda.pagelocked_empty``, ``cuda.memcpy_htod_async`` /
+Device memory, streams and the CUDA context come from `edgedet.runtimes.cuda_binding`
+(cuda-python's driver API, or pycuda where only it is installed; no import-time side effects):
+the device's *primary* context (shared with the CUDA runtime, torch and cupy, instead of a
+second context that costs memory the Jetson's CPU and GPU share), pushed / popped around each
+call, a stream, device memory, page-locked host buffers, async copies /
 ``memcpy_dtoh_async``, ``stream.synchronize()``. The runtime owns its context and pushes it around
 every call, so it can be used from any thread (calls are serialised by a lock).
 
@@ -46,7 +45,6 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
-import pycuda.driver as cuda
 import tensorrt as trt
 
 from edgedet.errors import (
@@ -65,6 +63,7 @@ from .trt_engine import (
     cached_engine,
     check_engine_sidecar,
     check_trt_version,
+    cuda,
     current_target,
     trt_logger,
     trt_version_tuple,
@@ -175,8 +174,8 @@ class TensorRTRuntime(RuntimeBase):
         try:
             cuda.init()
             # The primary context is not made current by retaining it; we push it per call.
-            self._cuda_ctx = cuda.Device(self._gpu_index).retain_primary_context()
-        except cuda.Error as err:
+            self._cuda_ctx = cuda.primary_context(self._gpu_index)
+        except cuda.errors as err:
             raise RuntimeUnavailableError(
                 f"runtime 'tensorrt' cannot create a CUDA context on cuda:{self._gpu_index} "
                 f"({type(err).__name__}: {err}); check the driver and free GPU memory"
@@ -212,7 +211,7 @@ class TensorRTRuntime(RuntimeBase):
                         f"but precision={asked!r} was asked; rebuild it from the ONNX model "
                         f"with that precision, or leave precision unset"
                     )
-                self._stream = cuda.Stream()
+                self._stream = cuda.stream()
                 self._context = cast(Any, self._engine).create_execution_context()
                 if self._context is None:
                     raise RuntimeUnavailableError(
@@ -325,7 +324,7 @@ class TensorRTRuntime(RuntimeBase):
         try:
             yield
         finally:
-            cuda.Context.pop()
+            cuda.pop()
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -366,15 +365,16 @@ class TensorRTRuntime(RuntimeBase):
                     f"{shape}; edgedet's TensorRT runtime needs static output shapes (export "
                     "the model without in-graph NMS, or use runtime='onnxruntime')"
                 )
-            host = cuda.pagelocked_empty(shape, spec.dtype)
+            host = cuda.pinned_empty(shape, spec.dtype)
             dev = cuda.mem_alloc(max(int(host.nbytes), 1))
             self._buffers[spec.name] = (host, dev)
-            self._context.set_tensor_address(spec.name, int(dev))
+            self._context.set_tensor_address(spec.name, dev.ptr)
         self._bound_shapes = dict(shapes)
 
     def _free_buffers(self) -> None:
-        for _host, dev in self._buffers.values():
+        for host, dev in self._buffers.values():
             dev.free()
+            cuda.free_pinned(host)
         self._buffers.clear()
         self._bound_shapes = None
 
@@ -393,14 +393,14 @@ class TensorRTRuntime(RuntimeBase):
                         f"input '{spec.name}' must be {spec.dtype.name} (or castable to it), got "
                         f"{arr.dtype.name}"
                     ) from err
-                cuda.memcpy_htod_async(dev, host, self._stream)
+                cuda.htod_async(dev, host, self._stream)
             if not self._context.execute_async_v3(self._stream.handle):
                 raise RuntimeUnavailableError(
                     f"TensorRT failed to enqueue {self.engine_path} (see the TensorRT log above)"
                 )
             for spec in self.outputs:
                 host, dev = self._buffers[spec.name]
-                cuda.memcpy_dtoh_async(host, dev, self._stream)
+                cuda.dtoh_async(host, dev, self._stream)
             self._stream.synchronize()
             return {spec.name: np.array(self._buffers[spec.name][0]) for spec in self.outputs}
 
@@ -420,6 +420,7 @@ class TensorRTRuntime(RuntimeBase):
             "precision": self._precision,
             "engine": str(self.engine_path),
             "engine_cache_hit": self.cache_hit,
+            "cuda_binding": cuda.name,
         }
         if self._target.board:
             info["board"] = self._target.board
@@ -441,8 +442,9 @@ class TensorRTRuntime(RuntimeBase):
             return info
         try:
             cuda.init()
-            info["devices"] = [str(cuda.Device(i).name()) for i in range(cuda.Device.count())]
-        except cuda.Error as err:
+            info["devices"] = [cuda.device_name(i) for i in range(cuda.device_count())]
+            info["cuda_binding"] = cuda.name
+        except cuda.errors as err:
             info.update(available=False, reason=f"CUDA cannot start: {type(err).__name__}: {err}")
             return info
         if not info["devices"]:
@@ -468,7 +470,9 @@ class TensorRTRuntime(RuntimeBase):
                 self._context = None
                 self._engine = None
                 self._trt_runtime = None
+                if self._stream is not None:
+                    self._stream.destroy()
                 self._stream = None
             finally:
-                cuda.Context.pop()
-                ctx.detach()  # primary context: cuDevicePrimaryCtxRelease
+                cuda.pop()
+                ctx.release()  # cuDevicePrimaryCtxRelease

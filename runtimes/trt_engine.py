@@ -29,8 +29,9 @@ Docs checked (2026-11): TensorRT Python API "Builder" / "IBuilderConfig" / "ITim
 (docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/*.html), "Onnx Parser"
 (.../api/python_api/parsers/Onnx/pyOnnx.html), "Optimizing Builder Performance -> Timing Cache"
 (docs.nvidia.com/deeplearning/tensorrt/10.16.1/performance/builder-performance.html), "Working with
-Quantized Types" (.../tensorrt/latest/inference-library/work-quantized-types.html). pycuda:
-``cuda.init``, ``Device.count/name/compute_capability`` (pycuda driver API reference).
+Quantized Types" (.../tensorrt/latest/inference-library/work-quantized-types.html). CUDA:
+device facts, contexts and memory through `edgedet.runtimes.cuda_binding` (cuda-python's driver
+API, or pycuda).
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ from edgedet.meta import (
 )
 
 try:
-    import pycuda.driver as cuda
     import tensorrt as trt
 except ImportError as _err:  # the registry's own message covers the runtime; this covers callers
-    raise missing_extra("tensorrt and pycuda", "tensorrt", "building a TensorRT engine") from _err
+    raise missing_extra("tensorrt", "tensorrt", "building a TensorRT engine") from _err
+
+from .cuda_binding import load_backend
+
+#: The CUDA binding (cuda-python, else pycuda) this process uses.
+cuda = load_backend("building a TensorRT engine")
 
 log = logging.getLogger("edgedet.runtimes.tensorrt")
 
@@ -216,24 +221,22 @@ class TrtTarget:
 def current_target(device_index: int = 0) -> TrtTarget:
     """This machine's TensorRT version and the name / compute capability of GPU ``device_index``.
 
-    pycuda: ``cuda.init()``, ``cuda.Device(i).name()``, ``.compute_capability()`` -> (major,
-    minor) (pycuda driver API docs). Raises RuntimeUnavailableError when CUDA cannot start.
+    Name, compute capability, SM count and memory from the CUDA driver (`cuda_binding`). Raises
+    RuntimeUnavailableError when CUDA cannot start.
     """
     try:
         cuda.init()
-        count = cuda.Device.count()
+        count = cuda.device_count()
         if device_index >= count:
             raise InvalidInputError(
                 f"device cuda:{device_index} does not exist: this machine has {count} CUDA "
                 f"device(s); use cuda:0..cuda:{max(count - 1, 0)}"
             )
-        dev = cuda.Device(device_index)
-        name = str(dev.name())
-        major, minor = dev.compute_capability()
-        # pycuda: Device.get_attribute(device_attribute.MULTIPROCESSOR_COUNT), total_memory()
-        sm_count = int(dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))
-        memory_mb = int(dev.total_memory()) >> 20
-    except cuda.Error as err:
+        name = cuda.device_name(device_index)
+        major, minor = cuda.compute_capability(device_index)
+        sm_count = cuda.sm_count(device_index)
+        memory_mb = cuda.total_memory(device_index) >> 20
+    except cuda.errors as err:
         raise RuntimeUnavailableError(
             f"runtime 'tensorrt' cannot start CUDA ({type(err).__name__}: {err}); check the "
             "NVIDIA driver (nvidia-smi / tegrastats) and that this process can see a GPU"
@@ -773,19 +776,17 @@ def _key_for(
 def _on_device(device_index: int) -> Iterator[None]:
     """Make GPU ``device_index`` current for a build: TensorRT builds on the current CUDA
     context's device (cudart's device 0 when none is current). Does nothing when a context for
-    that device is already current (inside `TensorRTRuntime`). pycuda:
-    ``Context.get_current()``, ``Context.get_device()``, ``Device.retain_primary_context()``."""
-    current = cuda.Context.get_current()
-    if current is not None and cuda.Context.get_device() == cuda.Device(device_index):
+    that device is already current (inside `TensorRTRuntime`)."""
+    if cuda.current_device() == device_index:
         yield
         return
-    ctx = cuda.Device(device_index).retain_primary_context()
+    ctx = cuda.primary_context(device_index)
     ctx.push()
     try:
         yield
     finally:
-        cuda.Context.pop()
-        ctx.detach()
+        cuda.pop()
+        ctx.release()
 
 
 def build_engine(

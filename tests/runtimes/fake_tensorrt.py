@@ -54,6 +54,7 @@ kernels.
 from __future__ import annotations
 
 import base64
+import ctypes
 import enum
 import json
 import re
@@ -99,6 +100,7 @@ class FakeState:
     build_devices: list[int] = field(default_factory=list)  # device of the context per build
     calibration_batches: int = 0
     accessed: set[tuple[str, str]] = field(default_factory=set)
+    pinned: dict[int, np.ndarray] = field(default_factory=dict)  # cuMemHostAlloc'ed host memory
 
     @property
     def trt_major(self) -> int:
@@ -915,6 +917,185 @@ def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Stream | None = None) 
     flat[:] = _dev(src)[: flat.size]
 
 
+# == cuda.bindings.driver (cuda-python) =========================================================
+# The same fake device as pycuda's above, through the driver API's (CUresult, value) returns.
+
+
+class CUresult(enum.IntEnum):
+    CUDA_SUCCESS = 0
+    CUDA_ERROR_INVALID_VALUE = 1
+    CUDA_ERROR_NO_DEVICE = 100
+    CUDA_ERROR_INVALID_DEVICE = 101
+    CUDA_ERROR_INVALID_CONTEXT = 201
+
+
+class CUdevice_attribute(enum.IntEnum):
+    CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+
+
+class _Handle:
+    """CUdevice / CUcontext / CUstream / CUdeviceptr: int() gives the raw value."""
+
+    def __init__(self, value: int, obj: Any = None) -> None:
+        self.value = value
+        self.obj = obj
+
+    def __int__(self) -> int:
+        return self.value
+
+
+_OK = CUresult.CUDA_SUCCESS
+
+
+def _cu_context_error(what: str) -> CUresult | None:
+    return None if STATE.context_stack else CUresult.CUDA_ERROR_INVALID_CONTEXT
+
+
+_CU_MESSAGES = {  # cuGetErrorString's texts (CUDA driver API reference)
+    CUresult.CUDA_ERROR_NO_DEVICE: "no CUDA-capable device is detected",
+    CUresult.CUDA_ERROR_INVALID_CONTEXT: "invalid device context",
+    CUresult.CUDA_ERROR_INVALID_DEVICE: "invalid device ordinal",
+    CUresult.CUDA_ERROR_INVALID_VALUE: "invalid argument",
+}
+
+
+def cuGetErrorString(err: CUresult) -> tuple[CUresult, bytes]:
+    return _OK, _CU_MESSAGES.get(CUresult(err), CUresult(err).name).encode()
+
+
+def cuInit(flags: int) -> tuple[CUresult]:
+    return (CUresult.CUDA_ERROR_NO_DEVICE,) if STATE.cuda_fails else (_OK,)
+
+
+def cuDeviceGetCount() -> tuple[CUresult, int]:
+    return _OK, STATE.device_count
+
+
+def cuDeviceGet(ordinal: int) -> tuple[CUresult, Any]:
+    if not 0 <= ordinal < STATE.device_count:
+        return CUresult.CUDA_ERROR_INVALID_DEVICE, None
+    return _OK, _Handle(ordinal)
+
+
+def cuDeviceGetName(length: int, dev: _Handle) -> tuple[CUresult, bytes]:
+    return _OK, _gpu_name(int(dev)).encode()[: length - 1] + b"\0" * 8
+
+
+def cuDeviceGetAttribute(attr: CUdevice_attribute, dev: _Handle) -> tuple[CUresult, int]:
+    values = {
+        CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: STATE.sm_count,
+        CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: STATE.compute_capability[0],
+        CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: STATE.compute_capability[1],
+    }
+    return _OK, values[attr]
+
+
+def cuDeviceTotalMem(dev: _Handle) -> tuple[CUresult, int]:
+    return _OK, STATE.total_memory
+
+
+def cuDevicePrimaryCtxRetain(dev: _Handle) -> tuple[CUresult, Any]:
+    ctx = Context(Device(int(dev)))
+    STATE.contexts_made += 1
+    return _OK, _Handle(id(ctx), ctx)
+
+
+def cuDevicePrimaryCtxRelease(dev: _Handle) -> tuple[CUresult]:
+    STATE.contexts_detached += 1
+    return (_OK,)
+
+
+def cuCtxPushCurrent(ctx: _Handle) -> tuple[CUresult]:
+    ctx.obj.push()
+    return (_OK,)
+
+
+def cuCtxPopCurrent() -> tuple[CUresult, Any]:
+    if not STATE.context_stack:
+        return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
+    ctx = STATE.context_stack.pop()
+    return _OK, _Handle(id(ctx), ctx)
+
+
+def cuCtxGetCurrent() -> tuple[CUresult, Any]:
+    if not STATE.context_stack:
+        return _OK, _Handle(0)
+    return _OK, _Handle(id(STATE.context_stack[-1]), STATE.context_stack[-1])
+
+
+def cuCtxGetDevice() -> tuple[CUresult, Any]:
+    if not STATE.context_stack:
+        return CUresult.CUDA_ERROR_INVALID_CONTEXT, None
+    return _OK, _Handle(STATE.context_stack[-1].device.number)
+
+
+def cuStreamCreate(flags: int) -> tuple[CUresult, Any]:
+    err = _cu_context_error("cuStreamCreate")
+    if err is not None:
+        return err, None
+    Stream._next += 1
+    return _OK, _Handle(Stream._next)
+
+
+def cuStreamSynchronize(stream: _Handle) -> tuple[CUresult]:
+    return (_cu_context_error("cuStreamSynchronize") or _OK,)
+
+
+def cuStreamDestroy(stream: _Handle) -> tuple[CUresult]:
+    return (_OK,)
+
+
+def cuMemAlloc(nbytes: int) -> tuple[CUresult, Any]:
+    err = _cu_context_error("cuMemAlloc")
+    if err is not None:
+        return err, None
+    return _OK, _Handle(mem_alloc(nbytes).ptr)
+
+
+def cuMemFree(ptr: _Handle) -> tuple[CUresult]:
+    err = _cu_context_error("cuMemFree")
+    if err is not None:
+        return (err,)
+    DeviceAllocation(int(ptr)).free()
+    return (_OK,)
+
+
+def cuMemHostAlloc(nbytes: int, flags: int) -> tuple[CUresult, int]:
+    err = _cu_context_error("cuMemHostAlloc")
+    if err is not None:
+        return err, 0
+    buf = np.zeros(int(nbytes), np.uint8)  # real host memory, so edgedet's ctypes view works
+    STATE.pinned[buf.ctypes.data] = buf
+    return _OK, buf.ctypes.data
+
+
+def cuMemFreeHost(ptr: int) -> tuple[CUresult]:
+    return (_OK,) if STATE.pinned.pop(int(ptr), None) is not None else (CUresult.CUDA_ERROR_INVALID_VALUE,)
+
+
+def cuMemcpyHtoDAsync(dst: Any, src: int, nbytes: int, stream: Any) -> tuple[CUresult]:
+    err = _cu_context_error("cuMemcpyHtoDAsync")
+    if err is not None:
+        return (err,)
+    _dev(int(dst))[: int(nbytes)] = np.frombuffer(ctypes.string_at(int(src), int(nbytes)), np.uint8)
+    return (_OK,)
+
+
+def cuMemcpyHtoD(dst: Any, src: int, nbytes: int) -> tuple[CUresult]:
+    return cuMemcpyHtoDAsync(dst, src, nbytes, None)
+
+
+def cuMemcpyDtoHAsync(dst: int, src: Any, nbytes: int, stream: Any) -> tuple[CUresult]:
+    err = _cu_context_error("cuMemcpyDtoHAsync")
+    if err is not None:
+        return (err,)
+    data = np.ascontiguousarray(_dev(int(src))[: int(nbytes)])
+    ctypes.memmove(int(dst), data.ctypes.data, int(nbytes))
+    return (_OK,)
+
+
 # == installing =================================================================================
 
 _TRT_NAMES = (
@@ -923,6 +1104,14 @@ _TRT_NAMES = (
     "IOptimizationProfile", "ITimingCache", "IBuilderConfig", "Builder", "ICudaEngine",
     "IExecutionContext", "Runtime", "init_libnvinfer_plugins", "EngineInspector",
     "LayerInformationFormat", "ProfilingVerbosity",
+)  # fmt: skip
+_CU_NAMES = (
+    "CUresult", "CUdevice_attribute", "cuGetErrorString", "cuInit", "cuDeviceGetCount",
+    "cuDeviceGet", "cuDeviceGetName", "cuDeviceGetAttribute", "cuDeviceTotalMem",
+    "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRelease", "cuCtxPushCurrent",
+    "cuCtxPopCurrent", "cuCtxGetCurrent", "cuCtxGetDevice", "cuStreamCreate",
+    "cuStreamSynchronize", "cuStreamDestroy", "cuMemAlloc", "cuMemFree", "cuMemHostAlloc",
+    "cuMemFreeHost", "cuMemcpyHtoDAsync", "cuMemcpyHtoD", "cuMemcpyDtoHAsync",
 )  # fmt: skip
 _CUDA_NAMES = (
     "Error", "LogicError", "init", "Context", "Device", "Stream", "DeviceAllocation", "mem_alloc",
@@ -950,9 +1139,12 @@ class _RecordedModule(types.ModuleType):
         return value
 
 
-def make_modules(state: FakeState) -> dict[str, types.ModuleType]:
-    """Fresh ``tensorrt``, ``pycuda`` and ``pycuda.driver`` module objects backed by ``state``,
-    with the TensorRT names of ``state.trt_version``'s major release (8, 10 or 11)."""
+def make_modules(state: FakeState, cuda_binding: str = "cuda-python") -> dict[str, types.ModuleType]:
+    """Fresh ``tensorrt``, ``pycuda`` / ``pycuda.driver`` and (``cuda_binding="cuda-python"``)
+    ``cuda.bindings.driver`` module objects backed by ``state``, with the TensorRT names of
+    ``state.trt_version``'s major release (8, 10 or 11). With ``cuda_binding="pycuda"`` the
+    ``cuda`` modules are None in sys.modules (their import fails), as where only pycuda is
+    installed."""
     global STATE
     STATE = state
     major = state.trt_major
@@ -973,4 +1165,20 @@ def make_modules(state: FakeState) -> dict[str, types.ModuleType]:
     pycuda = types.ModuleType("pycuda", "fake pycuda")
     pycuda.__path__ = []  # type: ignore[attr-defined]  # a package, so "pycuda.driver" imports
     pycuda.driver = driver  # type: ignore[attr-defined]
-    return {"tensorrt": trt, "pycuda": pycuda, "pycuda.driver": driver}
+    mods: dict[str, types.ModuleType | None] = {
+        "tensorrt": trt, "pycuda": pycuda, "pycuda.driver": driver,
+    }  # fmt: skip
+    if cuda_binding == "cuda-python":
+        cu_driver = types.ModuleType("cuda.bindings.driver", "fake cuda-python driver API")
+        for name in _CU_NAMES:
+            setattr(cu_driver, name, getattr(this, name))
+        bindings = types.ModuleType("cuda.bindings", "fake cuda.bindings")
+        bindings.__path__ = []  # type: ignore[attr-defined]
+        bindings.driver = cu_driver  # type: ignore[attr-defined]
+        cuda_pkg = types.ModuleType("cuda", "fake cuda")
+        cuda_pkg.__path__ = []  # type: ignore[attr-defined]
+        cuda_pkg.bindings = bindings  # type: ignore[attr-defined]
+        mods.update({"cuda": cuda_pkg, "cuda.bindings": bindings, "cuda.bindings.driver": cu_driver})
+    else:  # cuda-python absent: importing it fails, so edgedet falls back to pycuda
+        mods.update({"cuda": None, "cuda.bindings": None, "cuda.bindings.driver": None})
+    return mods  # type: ignore[return-value]

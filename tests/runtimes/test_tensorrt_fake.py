@@ -1,10 +1,11 @@
-"""TensorRT runtime and engine cache, tested against a FAKE tensorrt / pycuda (fake-backed).
+"""TensorRT runtime and engine cache, tested against a FAKE tensorrt / CUDA binding (fake-backed).
 
-TensorRT and pycuda cannot be installed on the CI machine (NVIDIA index, GPU), so these tests
-install the small test double in ``fake_tensorrt.py`` as the ``tensorrt``, ``pycuda`` and
-``pycuda.driver`` modules. The fake runs the embedded ONNX model with ONNX Runtime, so buffer
-plumbing and outputs are checked for real; TensorRT's numerics, kernels and DLA are NOT tested
-here. ``test_missing_tensorrt_names_the_extra`` is the exception: it uses the real, absent
+TensorRT and its CUDA bindings cannot be used on the CI machine (no GPU), so these tests install
+the small test double in ``fake_tensorrt.py`` as the ``tensorrt``, ``cuda.bindings.driver``
+(cuda-python) and ``pycuda.driver`` modules; every test runs twice, once with cuda-python and
+once with only pycuda installed. The fake runs the embedded ONNX model with ONNX Runtime, so
+buffer plumbing and outputs are checked for real; TensorRT's numerics, kernels and DLA are NOT
+tested here. ``test_missing_tensorrt_names_the_extra`` is the exception: it uses the real, absent
 ``tensorrt`` module.
 """
 
@@ -54,11 +55,12 @@ def _load_fake() -> ModuleType:
 fake_tensorrt = _load_fake()
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Install the fake modules; our modules are imported fresh against them and dropped after."""
+@pytest.fixture(params=["cuda-python", "pycuda"])
+def fake(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Install the fake modules (with cuda-python's driver API, or with only pycuda); our modules
+    are imported fresh against them and dropped after."""
     state = fake_tensorrt.FakeState()
-    for name, module in fake_tensorrt.make_modules(state).items():
+    for name, module in fake_tensorrt.make_modules(state, request.param).items():
         monkeypatch.setitem(sys.modules, name, module)
     for name in _OURS:
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -509,7 +511,9 @@ def test_describe_and_probe(TRT: Any, fake: Any, onnx_static: Path, tmp_path: Pa
         d = rt.describe()
     assert d["runtime"] == "tensorrt" and d["runtime_version"] == fake_tensorrt.FAKE_TRT_VERSION
     assert d["device"] == "Fake GPU" and d["precision"] == "fp16"
-    assert TRT.probe() == {"version": fake_tensorrt.FAKE_TRT_VERSION, "devices": ["Fake GPU"]}
+    info = TRT.probe()
+    assert info.pop("cuda_binding") == d["cuda_binding"] in ("cuda-python", "pycuda")
+    assert info == {"version": fake_tensorrt.FAKE_TRT_VERSION, "devices": ["Fake GPU"]}
     fake.cuda_fails = True
     info = TRT.probe()
     assert info["available"] is False and "no CUDA-capable device" in info["reason"]
@@ -527,7 +531,7 @@ def test_missing_tensorrt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
 
     with pytest.raises(
         RuntimeUnavailableError,
-        match=r"runtime 'tensorrt' needs the tensorrt and pycuda package: "
+        match=r"runtime 'tensorrt' needs the tensorrt and cuda-python package: "
         r'pip install "edgedet\[tensorrt\]"',
     ):
         runtime_class("tensorrt")

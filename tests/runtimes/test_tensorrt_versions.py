@@ -39,9 +39,11 @@ _OURS = (
 class Env:
     """One fake "process": the fake state and edgedet's TensorRT modules imported against it."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, **state: Any) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, binding: str = "cuda-python", **state: Any
+    ) -> None:
         self.state = fake_tensorrt.FakeState(**state)
-        for name, module in fake_tensorrt.make_modules(self.state).items():
+        for name, module in fake_tensorrt.make_modules(self.state, binding).items():
             monkeypatch.setitem(sys.modules, name, module)
         for name in _OURS:
             monkeypatch.delitem(sys.modules, name, raising=False)
@@ -474,3 +476,43 @@ def test_calibrator_errors_surface_after_the_build(
         )
     assert env.state.calibration_batches == 0
 
+
+
+# -- 4. the CUDA binding: cuda-python first, pycuda where only it is installed -----------------
+
+
+def test_cuda_binding_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedet.runtimes.cuda_binding import load_backend
+
+    Env(monkeypatch)  # both installed
+    assert load_backend().name == "cuda-python"
+    monkeypatch.setenv("EDGEDET_CUDA_BINDING", "pycuda")
+    assert load_backend().name == "pycuda"
+    monkeypatch.delenv("EDGEDET_CUDA_BINDING")
+    Env(monkeypatch, binding="pycuda")  # cuda-python not installed
+    assert load_backend().name == "pycuda"
+    monkeypatch.setenv("EDGEDET_CUDA_BINDING", "cuda-python")
+    with pytest.raises(RuntimeUnavailableError, match=r"needs the cuda-python package"):
+        load_backend()
+    monkeypatch.delenv("EDGEDET_CUDA_BINDING")
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    with pytest.raises(
+        RuntimeUnavailableError, match=r'cuda-python \(or pycuda\) package: pip install "edgedet'
+    ):
+        load_backend()
+
+
+def test_pinned_buffers_are_freed_with_cuda_python(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = Env(monkeypatch)
+    model = _save(_affine_graph("N"), tmp_path / "dyn.onnx")
+    with env.TRT(model, cache_dir=tmp_path / "c", max_batch=4) as rt:
+        rt.infer({"images": _x(1)})
+        assert len(env.state.pinned) == 3  # one page-locked buffer per I/O tensor
+        rt.infer({"images": _x(2)})  # new shape: reallocated, old ones freed
+        assert len(env.state.pinned) == 3
+        assert rt.describe()["cuda_binding"] == "cuda-python"
+    assert env.state.pinned == {} and env.state.device_memory == {}
+    assert env.state.contexts_made == env.state.contexts_detached
