@@ -65,6 +65,8 @@ from .trt_engine import (
     check_trt_version,
     cuda,
     current_target,
+    trt_error_mark,
+    trt_errors_since,
     trt_logger,
     trt_version_tuple,
 )
@@ -247,20 +249,23 @@ class TensorRTRuntime(RuntimeBase):
         elif record is not None and record.get("dla_core") is not None:
             self._dla_core = int(record["dla_core"])
             self._trt_runtime.DLA_core = self._dla_core
+        mark = trt_error_mark()
         engine = self._trt_runtime.deserialize_cuda_engine(data)
         if engine is None:
+            said = trt_errors_since(mark)
             if record is not None:
-                # Sidecar matched this machine, size matched: the bytes themselves are bad.
+                # Sidecar matched this machine, size matched: the bytes or a plugin are wrong.
                 raise ModelLoadError(
                     f"TensorRT could not deserialise engine {path} although its sidecar matches "
-                    f"{self._target.describe()}: the file is corrupt; {REBUILD_HINT}"
+                    f"{self._target.describe()}{said}: the file is corrupt or needs a plugin "
+                    f"library that is not loaded; {REBUILD_HINT}"
                 )
             raise IncompatibleModelError(
                 f"TensorRT could not deserialise engine {path} (it has no edgedet sidecar saying "
                 f"what it was built with): it was probably built with another TensorRT version "
                 f"or for another GPU than this machine's {self._target.describe()}, needs a "
-                f"plugin library that is not loaded, or the file is truncated; the TensorRT log "
-                f"above says which; {REBUILD_HINT}"
+                f"plugin library that is not loaded, or the file is truncated{said}; "
+                f"{REBUILD_HINT}"
             )
         self._engine = engine
         log.info("loaded TensorRT engine %s on %s", path, self._target.describe())
@@ -394,9 +399,10 @@ class TensorRTRuntime(RuntimeBase):
                         f"{arr.dtype.name}"
                     ) from err
                 cuda.htod_async(dev, host, self._stream)
+            mark = trt_error_mark()
             if not self._context.execute_async_v3(self._stream.handle):
                 raise RuntimeUnavailableError(
-                    f"TensorRT failed to enqueue {self.engine_path} (see the TensorRT log above)"
+                    f"TensorRT failed to enqueue {self.engine_path}{trt_errors_since(mark)}"
                 )
             for spec in self.outputs:
                 host, dev = self._buffers[spec.name]

@@ -36,6 +36,7 @@ API, or pycuda).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -100,8 +101,50 @@ _trt_logger: Any = None
 MIN_TRT_VERSION = (8, 6)
 
 
+def _logger_class() -> type:
+    class CapturingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+        """Sends TensorRT's messages to Python logging (``edgedet.runtimes.tensorrt``) instead of
+        stdout, and keeps the recent errors so edgedet's exceptions can say what TensorRT said
+        (``trt.ILogger`` subclass overriding ``log(severity, msg)``, as the TensorRT Python API
+        docs show for custom loggers; pyCore.cpp binds it through a trampoline)."""
+
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: collections.deque[str] = collections.deque(maxlen=32)
+            self.count = 0
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)
+            if level <= int(trt.ILogger.ERROR):
+                self.errors.append(str(msg))
+                self.count += 1
+                log.error("TensorRT: %s", msg)
+            elif level == int(trt.ILogger.WARNING):
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return CapturingLogger
+
+
+def trt_error_mark() -> int:
+    """A mark for `trt_errors_since`: how many errors TensorRT has logged so far."""
+    return int(trt_logger().count)
+
+
+def trt_errors_since(mark: int) -> str:
+    """``"; TensorRT said: ..."`` with the errors logged after ``mark``, or ``""``."""
+    logger = trt_logger()
+    new = int(logger.count) - mark
+    if new <= 0:
+        return ""
+    said = list(logger.errors)[-min(new, len(logger.errors)) :]
+    return "; TensorRT said: " + " | ".join(said[-3:])
+
+
 def trt_logger() -> Any:
-    """One process-wide ``trt.Logger`` (TensorRT wants a single logger), made on first use.
+    """One process-wide TensorRT logger (TensorRT wants a single logger), made on first use:
+    a ``trt.ILogger`` that forwards to Python logging and keeps recent errors.
 
     Also registers TensorRT's standard plugins (EfficientNMS_TRT, BatchedNMSDynamic_TRT...) in
     this process, before any Builder or Runtime exists: ONNX parsing registers them itself, but a
@@ -112,7 +155,7 @@ def trt_logger() -> Any:
     """
     global _trt_logger
     if _trt_logger is None:
-        logger = trt.Logger(trt.Logger.WARNING)
+        logger = _logger_class()()
         trt.init_libnvinfer_plugins(logger, "")
         _trt_logger = logger
     return _trt_logger
@@ -655,13 +698,14 @@ def build_serialized_engine(
         log.info("timing cache %s (%d bytes)", cache_path, len(blob))
 
     started = time.perf_counter()
+    mark = trt_error_mark()
     serialized = builder.build_serialized_network(network, config)
     if calibrator is not None:
         _raise_calibrator_error(calibrator, where)
     if serialized is None:
         raise ModelLoadError(
             f"TensorRT could not build an engine from {where} (precision={prec}, "
-            f"max_batch={batch.max}, dla_core={dla_core}); the TensorRT log above says why. "
+            f"max_batch={batch.max}, dla_core={dla_core}){trt_errors_since(mark)}. "
             "Try precision='fp32', a larger workspace_mb, or without DLA"
         )
     engine_bytes = bytes(serialized)

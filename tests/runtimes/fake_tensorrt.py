@@ -274,15 +274,31 @@ def init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
     return True
 
 
-class Logger(_Recorded):
+class ILogger(_Recorded):
+    """Base class of Python loggers; Severity values exported on it (pyCore.cpp)."""
+
     VERBOSE = 4
     INFO = 3
     WARNING = 2
     ERROR = 1
     INTERNAL_ERROR = 0
 
-    def __init__(self, min_severity: int = WARNING) -> None:
+    def __init__(self) -> None:
+        pass
+
+    def log(self, severity: int, msg: str) -> None:
+        pass
+
+
+class Logger(ILogger):
+    def __init__(self, min_severity: int = ILogger.WARNING) -> None:
         self.min_severity = min_severity
+
+
+def _log_error(logger: Any, msg: str) -> None:
+    """What TensorRT does on a failure: an ERROR through the user's logger."""
+    if logger is not None:
+        logger.log(ILogger.ERROR, msg)
 
 
 class _Tensor(_Recorded):
@@ -542,7 +558,9 @@ class Builder(_Recorded):
         profile = config.profiles[0].shapes if config.profiles else {}
         for t in network._inputs:
             if any(d < 0 for d in t.shape) and t.name not in profile:
-                return None  # TensorRT: "Network has dynamic or shape inputs, but no profile"
+                _log_error(self.logger, "Network has dynamic or shape inputs, but no "
+                           "optimization profile has been defined.")  # fmt: skip
+                return None
         dla = config.default_device_type == DeviceType.DLA
         if dla and not (0 <= config.DLA_core < STATE.num_dla_cores):
             return None
@@ -740,11 +758,14 @@ class Runtime(_Recorded):
         STATE.deserialize_calls += 1
         STATE.runtime_dla_cores.append(self.DLA_core if self.DLA_core >= 0 else None)
         data = bytes(serialized_engine)
-        if not data.startswith(_MAGIC):
-            return None
         try:
+            if not data.startswith(_MAGIC):
+                raise ValueError("magic")
             payload = json.loads(data[len(_MAGIC) :])
         except ValueError:
+            _log_error(self.logger, "1: [stdArchiveReader.cpp::StdArchiveReader::32] Error Code "
+                       "1: Serialization (Serialization assertion magicTagRead == kMAGIC_TAG "
+                       "failed.Magic tag does not match)")  # fmt: skip
             return None
         current = STATE.context_stack[-1].device.number if STATE.context_stack else 0
         if (
@@ -752,9 +773,13 @@ class Runtime(_Recorded):
             or payload.get("gpu_name") != _gpu_name(current)
             or tuple(payload.get("compute_capability", ())) != STATE.compute_capability
         ):
-            return None  # "The engine plan file is not compatible with this version of TensorRT"
+            _log_error(self.logger, "The engine plan file is not compatible with this version of "
+                       f"TensorRT, expecting library version {STATE.trt_version} got "
+                       f"{payload.get('trt_version')}, please rebuild.")  # fmt: skip
+            return None
         if payload.get("plugins") and not STATE.plugins_registered:
-            # real TensorRT: "getPluginCreator could not find plugin: EfficientNMS_TRT", None
+            _log_error(self.logger, "getPluginCreator could not find plugin: "
+                       f"{payload['plugins'][0]} version: 1")  # fmt: skip
             return None
         return ICudaEngine(payload)
 
@@ -1099,7 +1124,7 @@ def cuMemcpyDtoHAsync(dst: int, src: Any, nbytes: int, stream: Any) -> tuple[CUr
 # == installing =================================================================================
 
 _TRT_NAMES = (
-    "DataType", "nptype", "TensorIOMode", "BuilderFlag", "MemoryPoolType", "DeviceType",
+    "DataType", "nptype", "TensorIOMode", "BuilderFlag", "MemoryPoolType", "DeviceType", "ILogger",
     "NetworkDefinitionCreationFlag", "Logger", "INetworkDefinition", "ParserError", "OnnxParser",
     "IOptimizationProfile", "ITimingCache", "IBuilderConfig", "Builder", "ICudaEngine",
     "IExecutionContext", "Runtime", "init_libnvinfer_plugins", "EngineInspector",

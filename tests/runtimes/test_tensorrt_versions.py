@@ -516,3 +516,40 @@ def test_pinned_buffers_are_freed_with_cuda_python(
         assert rt.describe()["cuda_binding"] == "cuda-python"
     assert env.state.pinned == {} and env.state.device_memory == {}
     assert env.state.contexts_made == env.state.contexts_detached
+
+
+# -- 19. TensorRT's own error text reaches edgedet's exceptions --------------------------------
+
+
+def test_tensorrt_errors_are_in_the_exception_and_the_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgedet.errors import ModelLoadError
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("num_dets", TensorProto.INT32, [1, 1])
+    node = helper.make_node("EfficientNMS_TRT", ["images"], ["num_dets"], name="nms")
+    model = helper.make_model(
+        helper.make_graph([node], "e2e", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    path = tmp_path / "e2e.onnx"
+    onnx.save(model, str(path))
+    first = Env(monkeypatch)
+    with first.TRT(path, cache_dir=tmp_path / "c") as rt:
+        engine = rt.engine_path
+    # a process whose plugin library cannot be registered (e.g. libnvinfer_plugin missing)
+    second = Env(monkeypatch)
+    monkeypatch.setattr(second.trt, "init_libnvinfer_plugins", lambda logger, namespace: False)
+    with (
+        caplog.at_level("ERROR", logger="edgedet.runtimes.tensorrt"),
+        pytest.raises(ModelLoadError, match=r"TensorRT said: getPluginCreator could not find "
+                      r"plugin: EfficientNMS_TRT.*needs a plugin library"),  # fmt: skip
+    ):
+        second.TRT(engine)
+    assert "TensorRT: getPluginCreator could not find plugin" in caplog.text
+    # an engine without sidecar from another TensorRT: TensorRT's reason is quoted
+    (engine.parent / (engine.stem + ".edgedet.json")).unlink()
+    third = Env(monkeypatch, trt_version="10.7.0")
+    with pytest.raises(IncompatibleModelError, match=r"not compatible with this version of "
+                       r"TensorRT, expecting library version 10\.7\.0 got 10\.3\.0"):  # fmt: skip
+        third.TRT(engine)

@@ -44,7 +44,7 @@ INIT_PY = "python/packaging/bindings_wheel/tensorrt/__init__.py"
 #: The classes and enums recorded (what edgedet calls and what the fake models).
 CLASSES = (
     "Builder", "BuilderFlag", "DataType", "DeviceType", "EngineInspector", "IBuilderConfig",
-    "ICudaEngine", "LayerInformationFormat", "ProfilingVerbosity",
+    "ICudaEngine", "ILogger", "LayerInformationFormat", "ProfilingVerbosity",
     "IExecutionContext", "IInt8Calibrator", "IInt8EntropyCalibrator2", "INetworkDefinition",
     "IOptimizationProfile", "ITensor", "ITimingCache", "Logger", "MemoryPoolType",
     "NetworkDefinitionCreationFlag", "OnnxParser", "ParserError", "Runtime", "TensorIOMode",
@@ -59,6 +59,8 @@ _MEMBER = re.compile(
     r'def_readonly|def_static|value)\s*\(\s*"(?P<name>\w+)"'
 )
 _EXPORT = re.compile(r"\.export_values\(\)")
+#: ``binding.def(...)`` on a declared variable: later chained ``.def``s belong to its class.
+_VARCALL = re.compile(r"\b(?P<var>\w+)\s*\.\s*def\w*\s*\(")
 
 
 def _strip_comments(text: str) -> str:
@@ -78,6 +80,7 @@ def surface(sources: list[str], init_py: str) -> dict[str, list[str]]:
         events = [(m.start(), "decl", m) for m in _DECL.finditer(text)]
         events += [(m.start(), "member", m) for m in _MEMBER.finditer(text)]
         events += [(m.start(), "export", m) for m in _EXPORT.finditer(text)]
+        events += [(m.start(), "varcall", m) for m in _VARCALL.finditer(text)]
         current: str | None = None
         scope_of: dict[str, str] = {}
         for _pos, kind, m in sorted(events, key=lambda e: e[0]):
@@ -102,6 +105,9 @@ def surface(sources: list[str], init_py: str) -> dict[str, list[str]]:
                     members[var_to_py[var]].add(m.group("name"))
                 elif current is not None:
                     members[current].add(m.group("name"))
+            elif kind == "varcall":
+                if m.group("var") in var_to_py:
+                    current = var_to_py[m.group("var")]
             elif kind == "export" and current is not None:
                 parent = scope_of.get(current)
                 if parent and parent != "tensorrt":
