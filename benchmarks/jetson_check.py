@@ -1,6 +1,6 @@
 """On-device check of edgedet's TensorRT / Jetson path: run it on the Jetson (or GPU desktop).
 
-edgedet's TensorRT code is tested in CI against a fake of TensorRT and pycuda (no GPU there).
+edgedet's TensorRT code is tested in CI against a fake of TensorRT and its CUDA bindings (no GPU there).
 This script checks, on real hardware, what only hardware can show, each check labelled with the
 finding of the TensorRT review it covers (issue #15)::
 

@@ -30,8 +30,9 @@ call, a stream, device memory, page-locked host buffers, async copies /
 ``memcpy_dtoh_async``, ``stream.synchronize()``. The runtime owns its context and pushes it around
 every call, so it can be used from any thread (calls are serialised by a lock).
 
-Buffers (pinned host + device, one pair per I/O tensor) are allocated once per set of input
-shapes and reallocated only when an input shape changes.
+Buffers (pinned host + device, one pair per I/O tensor) only grow: a new input shape that fits
+the current allocation (a smaller batch) reuses it through views; a larger one reallocates.
+(Jetson's zero-copy mapped memory would save the copies too; not done.)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from edgedet.errors import (
     ModelLoadError,
     RuntimeUnavailableError,
 )
+from edgedet.meta import sidecar_path
 
 from .base import RuntimeBase, TensorSpec
 from .trt_engine import (
@@ -142,7 +144,8 @@ class TensorRTRuntime(RuntimeBase):
         self._context: Any = None
         self._engine: Any = None
         self._trt_runtime: Any = None
-        self._buffers: dict[str, tuple[Any, Any]] = {}  # name -> (pinned host array, device mem)
+        self._buffers: dict[str, tuple[Any, Any]] = {}  # name -> (pinned host view, device mem)
+        self._storage: dict[str, tuple[Any, Any]] = {}  # name -> (pinned uint8 buffer, device mem)
         self._bound_shapes: dict[str, tuple[int, ...]] | None = None
         self._lock = threading.Lock()
         self._record: dict[str, Any] = {}
@@ -186,21 +189,35 @@ class TensorRTRuntime(RuntimeBase):
         try:
             with self._active():
                 if suffix == ".onnx":
-                    built = cached_engine(
-                        self.model_path,
-                        cache_dir,
-                        precision=precision or "fp16",
-                        max_batch=max_batch,
-                        dla_core=self._dla_core,
-                        workspace_mb=workspace_mb,
-                        timing_cache=timing_cache,
-                        device_index=self._gpu_index,
-                        input_size=input_size,
-                    )
+
+                    def build() -> Any:
+                        return cached_engine(
+                            self.model_path,
+                            cache_dir,
+                            precision=precision or "fp16",
+                            max_batch=max_batch,
+                            dla_core=self._dla_core,
+                            workspace_mb=workspace_mb,
+                            timing_cache=timing_cache,
+                            device_index=self._gpu_index,
+                            input_size=input_size,
+                        )
+
+                    built = build()
+                    try:
+                        self._load_engine(built.path)
+                    except ModelLoadError as err:
+                        if not built.hit:
+                            raise
+                        # A cached engine that does not load: drop it and rebuild once.
+                        log.warning("cached engine %s does not load (%s); rebuilding", built.path, err)
+                        for stale in (built.path, sidecar_path(built.path)):
+                            stale.unlink(missing_ok=True)
+                        built = build()
+                        self._load_engine(built.path)
                     self.cache_hit = built.hit
                     self.engine_path = built.path
                     record: dict[str, Any] | None = built.record
-                    self._load_engine(self.engine_path)
                 else:
                     self.engine_path = self.model_path
                     record = self._load_engine(self.engine_path)
@@ -345,10 +362,13 @@ class TensorRTRuntime(RuntimeBase):
         return self._profile_max_batch
 
     def _bind(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        """Set input shapes and (re)allocate buffers; no-op when the shapes did not change."""
+        """Set input shapes and bind buffers; no-op when the shapes did not change.
+
+        Buffers only grow: a tensor keeps its page-locked host and device allocation while the
+        new shape fits in it (a smaller batch is a view), since pinned allocation is slow."""
         if shapes == self._bound_shapes:
             return
-        self._free_buffers()
+        self._bound_shapes = None  # until every shape below is accepted
         for name, shape in shapes.items():
             if not self._context.set_input_shape(name, shape):
                 spec = next(s for s in self.inputs if s.name == name)
@@ -370,16 +390,25 @@ class TensorRTRuntime(RuntimeBase):
                     f"{shape}; edgedet's TensorRT runtime needs static output shapes (export "
                     "the model without in-graph NMS, or use runtime='onnxruntime')"
                 )
-            host = cuda.pinned_empty(shape, spec.dtype)
-            dev = cuda.mem_alloc(max(int(host.nbytes), 1))
-            self._buffers[spec.name] = (host, dev)
+            nbytes = max(int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize, 1)
+            stored = self._storage.get(spec.name)
+            if stored is None or stored[0].nbytes < nbytes:
+                if stored is not None:
+                    stored[1].free()
+                    cuda.free_pinned(stored[0])
+                stored = (cuda.pinned_empty((nbytes,), np.uint8), cuda.mem_alloc(nbytes))
+                self._storage[spec.name] = stored
+            flat, dev = stored
+            host = flat[: int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize]
+            self._buffers[spec.name] = (host.view(spec.dtype).reshape(shape), dev)
             self._context.set_tensor_address(spec.name, dev.ptr)
         self._bound_shapes = dict(shapes)
 
     def _free_buffers(self) -> None:
-        for host, dev in self._buffers.values():
+        for flat, dev in self._storage.values():
             dev.free()
-            cuda.free_pinned(host)
+            cuda.free_pinned(flat)
+        self._storage.clear()
         self._buffers.clear()
         self._bound_shapes = None
 

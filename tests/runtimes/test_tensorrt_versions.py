@@ -511,8 +511,12 @@ def test_pinned_buffers_are_freed_with_cuda_python(
     with env.TRT(model, cache_dir=tmp_path / "c", max_batch=4) as rt:
         rt.infer({"images": _x(1)})
         assert len(env.state.pinned) == 3  # one page-locked buffer per I/O tensor
-        rt.infer({"images": _x(2)})  # new shape: reallocated, old ones freed
+        rt.infer({"images": _x(2)})  # larger: reallocated, old ones freed
         assert len(env.state.pinned) == 3
+        allocs = env.state.mem_allocs
+        out = rt.infer({"images": _x(1, seed=5)})  # smaller: views of the same buffers
+        assert env.state.mem_allocs == allocs and out["boxes"].shape == (1, 3, 4, 4)
+        np.testing.assert_allclose(out["boxes"], _x(1, seed=5) * 2 + 1, rtol=1e-6)
         assert rt.describe()["cuda_binding"] == "cuda-python"
     assert env.state.pinned == {} and env.state.device_memory == {}
     assert env.state.contexts_made == env.state.contexts_detached
@@ -553,3 +557,18 @@ def test_tensorrt_errors_are_in_the_exception_and_the_log(
     with pytest.raises(IncompatibleModelError, match=r"not compatible with this version of "
                        r"TensorRT, expecting library version 10\.7\.0 got 10\.3\.0"):  # fmt: skip
         third.TRT(engine)
+
+
+def test_a_cached_engine_that_does_not_load_is_rebuilt_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = Env(monkeypatch)
+    model = _save(_affine_graph(1), tmp_path / "m.onnx")
+    with env.TRT(model, cache_dir=tmp_path / "c") as rt:
+        engine = rt.engine_path
+    data = engine.read_bytes()
+    engine.write_bytes(b"X" * len(data))  # same size, so the sidecar still matches
+    with env.TRT(model, cache_dir=tmp_path / "c") as rt:
+        assert rt.cache_hit is False and rt.engine_path == engine
+        np.testing.assert_allclose(rt.infer({"images": _x()})["boxes"], _x() * 2 + 1, rtol=1e-6)
+    assert env.state.builds == 2
