@@ -101,6 +101,7 @@ class FakeState:
     calibration_batches: int = 0
     accessed: set[tuple[str, str]] = field(default_factory=set)
     pinned: dict[int, np.ndarray] = field(default_factory=dict)  # cuMemHostAlloc'ed host memory
+    timing_cache_mismatch: bool = False  # set_timing_cache(cache, False) returns False
 
     @property
     def trt_major(self) -> int:
@@ -476,11 +477,16 @@ class IBuilderConfig(_Recorded):
         self.profiles.append(profile)
         return len(self.profiles) - 1
 
-    def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache | None:
         STATE.timing_cache_inputs.append(bytes(serialized_timing_cache))
-        return ITimingCache(bytes(serialized_timing_cache))
+        blob = bytes(serialized_timing_cache)
+        if blob and not blob.startswith(b"FAKECACHE:"):
+            return None  # pyCore.cpp: a blob TensorRT cannot read gives nullptr (None)
+        return ITimingCache(blob)
 
     def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        if STATE.timing_cache_mismatch and not ignore_mismatch:
+            return False  # "the CUDA device property in the provided cache is different"
         self.timing_cache = cache
         return True
 

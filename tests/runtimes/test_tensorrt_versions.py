@@ -572,3 +572,30 @@ def test_a_cached_engine_that_does_not_load_is_rebuilt_once(
         assert rt.cache_hit is False and rt.engine_path == engine
         np.testing.assert_allclose(rt.infer({"images": _x()})["boxes"], _x() * 2 + 1, rtol=1e-6)
     assert env.state.builds == 2
+
+
+# -- 18. timing cache: per GPU model, unreadable or foreign caches do not break a build ---------
+
+
+def test_timing_cache_is_per_gpu_and_bad_caches_are_survived(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = Env(monkeypatch, gpu_name="NVIDIA RTX A6000", compute_capability=(8, 6))
+    cache = tmp_path / "c"
+    model = _save(_affine_graph(1), tmp_path / "m.onnx")
+    with env.TRT(model, cache_dir=cache):
+        pass
+    (timing,) = cache.glob("timing-*.cache")
+    assert "NVIDIA_RTX_A6000" in timing.name and timing.read_bytes() == b"FAKECACHE:1"
+    timing.write_bytes(b"garbage")  # unreadable: create_timing_cache gives None
+    with caplog.at_level("WARNING", logger="edgedet.runtimes.tensorrt"):
+        with env.TRT(model, cache_dir=cache, precision="fp32"):
+            pass
+        assert "unreadable" in caplog.text
+    assert timing.read_bytes() == b"FAKECACHE:1"  # started again from an empty cache
+    env.state.timing_cache_mismatch = True  # made on another device: not used, not rewritten
+    with caplog.at_level("WARNING", logger="edgedet.runtimes.tensorrt"):
+        with env.TRT(model, cache_dir=cache, precision="fp16", max_batch=1):
+            pass
+        assert "another device" in caplog.text
+    assert env.state.builds == 3
