@@ -256,8 +256,9 @@ class TensorRTRuntime(RuntimeBase):
         if header is not None:
             # An Ultralytics export: the header is its metadata (names, imgsz, DLA core...).
             self.foreign_meta = engine_header_meta(path)
-            if record is None and self._dla_core is None and isinstance(header.get("dla"), int):
-                self._dla_core = int(header["dla"])
+            dla = str(header.get("dla", "")).strip()
+            if record is None and self._dla_core is None and dla.isdigit():
+                self._dla_core = int(dla)  # Ultralytics writes the DLA core it built for
             log.info("%s has an Ultralytics metadata header (%d classes)", path,
                      len(header.get("names") or ()))  # fmt: skip
         self._trt_runtime = trt.Runtime(trt_logger())  # trt_logger() registers the plugins
