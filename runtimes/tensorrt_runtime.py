@@ -99,6 +99,9 @@ class TensorRTRuntime(RuntimeBase):
         max_batch: largest batch a dynamic-batch engine accepts (profile max).
         workspace_mb: builder workspace limit.
         timing_cache: timing-cache file shared between builds (default: one in ``cache_dir``).
+
+    Safe to share between threads: ``infer`` holds a lock (one execution context and one set of
+    buffers) and pushes the runtime's CUDA context, so concurrent calls are serialised.
     """
 
     name: ClassVar[str] = "tensorrt"
