@@ -127,6 +127,18 @@ def work_dir(prefix: str, parent: str | Path | None = None) -> Iterator[Path]:
         remove_work_dir(folder)
 
 
+@contextlib.contextmanager
+def temp_beside(out: Path) -> Iterator[Path]:
+    """A temp file name in ``out``'s folder with ``out``'s suffix (so a runtime chosen by suffix
+    reads it), removed on exit unless it was renamed to ``out`` in the block."""
+    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
 def _probe(folder: Path, what: str, path: Path) -> None:
     try:
         fd, name = tempfile.mkstemp(prefix=".edgedet-probe-", dir=folder)
