@@ -71,7 +71,13 @@ def _detector(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Dete
     return edgedet.load(sample, runtime=name, runtime_options={"threads": 1})
 
 
-@pytest.mark.parametrize("name", runtime_names())
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.fake_tensorrt) if n == "tensorrt" else n
+        for n in runtime_names()
+    ],
+)
 def test_shared_detector_matches_sequential(
     name: str, frames: list[np.ndarray], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
