@@ -118,7 +118,7 @@ def load_torch_file(
         names = torch.serialization.get_unsafe_globals_in_checkpoint(p)
     except Exception as err:  # not a zip / legacy torch file: RuntimeError, UnpicklingError...
         raise error(
-            f"{p} is not a readable {what} ({type(err).__name__}: {_short(err)})"
+            f"{p} is not a readable {what} ({type(err).__name__}: {_short(err)}). " + _HOW_TO
         ) from err
     allowed = dict(allowed_globals())
     for name in names:
