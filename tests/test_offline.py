@@ -56,14 +56,12 @@ def test_openvino_use_sends_nothing_and_writes_nothing_in_home(tmp_path: Path) -
     assert list(home.iterdir()) == []  # no ~/intel/openvino_ga_cid, no ~/intel/stats
 
 
-def test_block_leaves_an_already_loaded_client_alone() -> None:
+def test_block_leaves_an_already_loaded_client_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     from edgedet.offline import TELEMETRY_MODULE, block_openvino_telemetry
 
-    assert sys.modules.get(TELEMETRY_MODULE, "absent") is None  # import edgedet blocked it
-    assert block_openvino_telemetry() is True
-    saved = sys.modules.pop(TELEMETRY_MODULE)
-    try:
-        sys.modules[TELEMETRY_MODULE] = type(sys)("openvino_telemetry")  # the app loaded it first
-        assert block_openvino_telemetry() is False
-    finally:
-        sys.modules[TELEMETRY_MODULE] = saved
+    monkeypatch.delitem(sys.modules, TELEMETRY_MODULE, raising=False)
+    assert block_openvino_telemetry() is True and sys.modules[TELEMETRY_MODULE] is None
+    assert block_openvino_telemetry() is True  # idempotent
+    client = type(sys)("openvino_telemetry")  # the application imported openvino first
+    monkeypatch.setitem(sys.modules, TELEMETRY_MODULE, client)
+    assert block_openvino_telemetry() is False and sys.modules[TELEMETRY_MODULE] is client
