@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from edgedet.bootstrap import DEFAULT_RESAMPLES
 from edgedet.errors import EdgedetError
+from edgedet.workdir import check_out_dir, work_dir
 
 DEFAULT_OUT = "bench_results"
 
@@ -416,7 +416,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return _err(f"edgedet bench: {err}")
     if args.bootstrap < 0:
         return _err(f"edgedet bench: --bootstrap must be >= 0, got {args.bootstrap}")
-    with tempfile.TemporaryDirectory(prefix="edgedet-detections-") as scratch:
+    check_out_dir(args.out)  # writable, or an error naming it, before any measurement
+    with work_dir("edgedet-detections-") as scratch:  # a killed run's: removed by the next
         # The bootstrap reads every configuration's detections; they go to a scratch folder
         # unless --save-detections keeps them (or the sweep file names a file).
         det_dir = Path(args.out) / "detections" if args.save_detections else Path(scratch)

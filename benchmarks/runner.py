@@ -31,7 +31,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edgedet.errors import EdgedetError, InvalidInputError, RuntimeUnavailableError
+from edgedet.workdir import work_dir
 
 from .latency import measure_latency, measure_throughput, peak_rss_mb, rss_mb
 from .system import PowerMonitor, host_info
@@ -533,7 +533,7 @@ def run_in_subprocess(config: BenchConfig, *, timeout_s: float = 1800.0) -> dict
     A worker that crashes, hangs past ``timeout_s`` or writes no record gives a ``failed`` record
     with the exit code and the end of its stderr.
     """
-    with tempfile.TemporaryDirectory(prefix="edgedet-bench-") as tmp:
+    with work_dir("edgedet-bench-") as tmp:  # a killed run's is removed by the next
         cfg_path = Path(tmp) / "config.json"
         out_path = Path(tmp) / "record.json"
         cfg_path.write_text(config.to_json())

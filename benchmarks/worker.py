@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from edgedet.meta import atomic_write_bytes
@@ -34,7 +36,23 @@ def _pin(config: BenchConfig) -> dict[str, object]:
     return pinned
 
 
+def exit_with_parent(parent: int, every_s: float = 0.5) -> threading.Thread:
+    """End this process when ``parent`` is gone (re-parented: ``getppid()`` changes), so a bench
+    killed with SIGKILL does not leave its worker measuring on for minutes. A daemon thread;
+    polling because PR_SET_PDEATHSIG is Linux-only and racy with ``subprocess`` in threads."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(143)  # no cleanup to run: the parent that wanted the record is gone
+
+    thread = threading.Thread(target=watch, name="edgedet-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
+    exit_with_parent(os.getppid())
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m edgedet.benchmarks.worker CONFIG.json RECORD.json", file=sys.stderr)

@@ -328,7 +328,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         # mAP) takes the dataset object instead of re-reading the folder
         args.val = load_dataset(args.val, class_names=getattr(args, "val_names", None))
     spec = spec_from_args(args)
-    out = Path(args.out) if args.out else _default_out(model, args.runtime)
+    from edgedet.workdir import check_out_file
+
+    out = check_out_file(args.out or _default_out(model, args.runtime))  # writable: else an error
     progress, task = _progress_factory()
     report: dict[str, Any] = {"model": str(model), "runtime": args.runtime, "output": str(out)}
     det = _load_float(args, model)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgedet.errors import CalibrationError, missing_extra
 from edgedet.meta import ModelMeta, write_sidecar
+from edgedet.workdir import make_work_dir, remove_work_dir
 
 from .ort_int8 import QuantizeResult, calibration_record
 from .source import CalibrationSource
@@ -133,19 +132,27 @@ def _ignored_scope(
 
 
 def save_ir_atomically(ov_model: Any, out: Path) -> Path:
-    """``ov.save_model`` into a temp folder beside ``out``, then rename ``.bin`` then ``.xml``."""
+    """``ov.save_model`` into a temp folder beside ``out``, then publish the pair so that a new
+    ``.bin`` is never read with an old ``.xml``.
+
+    OpenVINO reads ``X.bin`` beside ``X.xml`` and cannot tell that they belong together, and two
+    files cannot be renamed at once. So the old ``.xml`` is removed first, then the ``.bin`` and
+    last the ``.xml`` are renamed into place. The remaining window, stated: a crash between the
+    first and the last step leaves no ``.xml`` (the previous model is gone, loading refuses
+    with "model file not found"; rerun the command), never a mismatched pair."""
     import openvino as ov
 
     if out.suffix.lower() != ".xml":
         raise CalibrationError(f"OpenVINO INT8 output must be an .xml file, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".edgedet-ir-", dir=out.parent))
+    tmp = make_work_dir(".edgedet-ir-", out.parent)  # a killed run's: removed by the next
     try:
         ov.save_model(ov_model, str(tmp / out.name), compress_to_fp16=False)
+        out.unlink(missing_ok=True)  # no old .xml may meet the new .bin
         os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
         os.replace(tmp / out.name, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_work_dir(tmp)
     return out
 
 
@@ -361,12 +368,12 @@ def quantize_onnx_nncf(
         raise CalibrationError(
             f"NNCF (ONNX backend) quantization of {model_path} failed: {type(err).__name__}: {err}"
         ) from err
-    work = Path(tempfile.mkdtemp(prefix=".edgedet-nncf-", dir=out.parent))
+    work = make_work_dir(".edgedet-nncf-", out.parent)  # a killed run's: removed by the next
     try:
         onnx.save(q, str(work / "q.onnx"))
         record = calibration_record(spec, source, exclusion, tool="nncf+onnx")
         new_meta = meta.replace(precision="int8", calibration=record)
         write_onnx_meta(work / "q.onnx", out, new_meta)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)
     return QuantizeResult(out, new_meta, record, exclusion)

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 
 from edgedet.errors import CalibrationError, missing_extra
 from edgedet.meta import ModelMeta, write_onnx_meta
+from edgedet.workdir import make_work_dir, remove_work_dir
 
 from .source import CalibrationSource
 from .spec import CalibrationSpec, Exclusion, resolve_exclusions
@@ -422,10 +421,8 @@ def quantize_onnx(
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise CalibrationError(f"ONNX Runtime INT8 output must be a .onnx file, got {out}")
-    own_work = prepared is None
-    work = Path(
-        tempfile.mkdtemp(prefix=".edgedet-calib-", dir=out.parent if out.parent.is_dir() else None)
-    )
+    # removed below, and by the next run if this one is killed (edgedet.workdir)
+    work = make_work_dir(".edgedet-calib-", out.parent if out.parent.is_dir() else None)
     try:
         if prepared is None:
             prepared = prepare(model_path, work)
@@ -450,11 +447,7 @@ def quantize_onnx(
         write_onnx_meta(tmp_q, out, new_meta)  # atomic: temp file + rename
         return QuantizeResult(out, new_meta, record, exclusion)
     finally:
-        if own_work:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.rmdir(work)
+        remove_work_dir(work)  # ours alone: a given ``prepared`` lives in its caller's folder
 
 
 def update_record(path: str | Path, **changes: Any) -> ModelMeta:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgedet.errors import CalibrationError
+from edgedet.workdir import make_work_dir, remove_work_dir
 
 from .evaluate import Score, load_dataset, score_model, within_budget
 from .ort_int8 import PreparedModel, calibrate_ranges, prepare, quantize_onnx
@@ -295,7 +295,7 @@ def layer_sensitivity(
 
     if metric not in ("proxy", "map"):
         raise CalibrationError(f"sensitivity metric must be 'proxy' or 'map', got {metric!r}")
-    work = Path(tempfile.mkdtemp(prefix=".edgedet-sens-"))
+    work = make_work_dir(".edgedet-sens-")  # a killed run's is removed by the next
     try:
         if prepared is None:
             prepared = prepare(model_path, work)
@@ -347,7 +347,7 @@ def layer_sensitivity(
         report.layers.sort(key=key, reverse=True)
         return report
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)
 
 
 @dataclass
@@ -381,7 +381,7 @@ def mixed_precision(
     budget is not met (``met=False``), so the caller can report how close it came.
     """
     out = Path(out)
-    work = Path(tempfile.mkdtemp(prefix=".edgedet-mixed-", dir=out.parent))
+    work = make_work_dir(".edgedet-mixed-", out.parent)  # a killed run's: removed by the next
     try:
         if prepared is None:
             prepared = prepare(model_path, work)
@@ -422,4 +422,4 @@ def mixed_precision(
         shutil.move(str(cand), str(out))  # same folder: an atomic rename
         return MixedPrecisionResult(out, keep, before, score, ok, tries)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work)

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from .offline import block_openvino_telemetry
+
+block_openvino_telemetry()  # before any OpenVINO / NNCF import: see edgedet/offline.py
+
 if TYPE_CHECKING:
     from .detections import Detections
     from .detector import Detector, StreamResult, load

@@ -140,8 +140,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = args.model or default_sample_model()
     det = load_from_args(args, model)
     kind, src = _iter_sources(args.source)
-    out_dir = Path(args.save)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .workdir import check_out_dir
+
+    out_dir = check_out_dir(args.save, "--save")  # writable, or an error naming it
     results: list[dict[str, Any]] = []
     con = console()
     con.print(f"[bold]{det}[/] · {det.describe().get('precision')} · saving to {out_dir}")
@@ -194,6 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 else f"camera{src}_pred.mp4"
             )
             tmp_out = video_out.with_name("." + video_out.name + ".part.mp4")
+            finished = False
             try:
                 for res in det.stream(src):
                     record(res.index, f"frame_{res.index:06d}", res.detections)
@@ -206,10 +208,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             )
                         writer.write(draw_detections(res.frame, res.detections, det.class_names))
                     progress.advance(task)
+                finished = True
             finally:
                 if writer is not None:
                     writer.release()
-                    tmp_out.replace(video_out)
+                    if finished:
+                        tmp_out.replace(video_out)
+                    else:  # an error or Ctrl-C: no partial video under the final name
+                        tmp_out.unlink(missing_ok=True)
             if dropped:
                 con.print(
                     f"[yellow]dropped {dropped} frame(s): detection was slower than the live source"
@@ -360,16 +366,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     from . import __version__ as version
 
     meta = meta.replace(edgedet_version=version, source=f"imported from {src.name}")
-    out = Path(args.out)
-    write_onnx_meta(src, out, meta)
-    # Prove the written model decodes: load it (no flags) with the first runtime available.
+    import os
+
+    from .workdir import check_out_file, temp_beside
+
+    out = check_out_file(args.out)
+    # Written beside --out, proved to decode (loaded with no flags by the first runtime
+    # available), then renamed over --out: a failed import leaves a file already there intact.
     from .detector import load
 
-    try:
-        det = load(out, runtime=("onnxruntime", "openvino"))
-    except EdgedetError:
-        out.unlink(missing_ok=True)
-        raise
+    with temp_beside(out) as tmp:
+        write_onnx_meta(src, tmp, meta)
+        det = load(tmp, runtime=("onnxruntime", "openvino"))
+        os.replace(tmp, out)
     console().print(f"wrote {out}: {det} (checked with {det.runtime_name})")
     det.close()
     return 0

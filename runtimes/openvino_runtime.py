@@ -5,10 +5,17 @@ Precision is explicit. OpenVINO's CPU plugin runs f32 models in bf16 on CPUs wit
 sets ``INFERENCE_PRECISION_HINT`` from ``precision`` (default: what the model says, i.e. f32 for
 a float model) and reports what the compiled model actually runs: ``int8`` when quantized
 layers run in i8/u8, else the precision the plugin reports back.
+
+Thread safety: one `OpenVinoRuntime` may be shared by several threads (one detector for several
+camera threads). An ``InferRequest`` owns its input and output tensors, so two threads on one
+request read each other's results; ``infer`` therefore gives each calling thread its own request
+(``threading.local``, created on the thread's first call), while the ``CompiledModel`` they come
+from is thread-safe in OpenVINO. ``submit`` goes through one ``AsyncInferQueue`` under a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,6 +56,9 @@ class OpenVinoRuntime(RuntimeBase):
         streams, threads: ``NUM_STREAMS`` / ``INFERENCE_NUM_THREADS`` (None: plugin default).
         cache_dir: compiled-blob cache (speeds up the next load).
         requests: size of the async infer queue (None: the plugin's optimal number).
+
+    Safe to share between threads: ``infer`` runs on one ``InferRequest`` per calling thread
+    (see the module docstring); ``submit`` / ``wait_all`` share one queue, under a lock.
     """
 
     name: ClassVar[str] = "openvino"
@@ -113,7 +123,9 @@ class OpenVinoRuntime(RuntimeBase):
         self.hint = hint
         self.inputs = tuple(_spec(p, f"input{i}") for i, p in enumerate(self.compiled.inputs))
         self.outputs = tuple(_spec(p, f"output{i}") for i, p in enumerate(self.compiled.outputs))
-        self._request = self.compiled.create_infer_request()
+        # one InferRequest per calling thread: a shared one mixes threads' tensors
+        self._local = threading.local()
+        self._submit_lock = threading.Lock()
         self._requests = requests
         self._queue: Any = None
         self._precision = self._actual_precision()
@@ -142,11 +154,18 @@ class OpenVinoRuntime(RuntimeBase):
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_feeds(feeds)
-        result = self._request.infer({s.name: feeds[s.name] for s in self.inputs})
+        result = self._thread_request().infer({s.name: feeds[s.name] for s in self.inputs})
         return {
             spec.name: np.array(result[port])
             for spec, port in zip(self.outputs, self.compiled.outputs)
         }
+
+    def _thread_request(self) -> Any:
+        """The calling thread's ``InferRequest`` (freed with the thread)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
 
     def submit(
         self,
@@ -156,6 +175,15 @@ class OpenVinoRuntime(RuntimeBase):
     ) -> None:
         """Queue a request on an ``AsyncInferQueue`` (created on first use)."""
         self._check_feeds(feeds)
+        with self._submit_lock:
+            self._submit(feeds, callback, userdata)
+
+    def _submit(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        callback: Callable[[dict[str, np.ndarray], Any], None],
+        userdata: Any,
+    ) -> None:
         if self._queue is None:
             self._queue = ov.AsyncInferQueue(self.compiled, self._requests or 0)
             outputs = self.outputs
@@ -213,6 +241,6 @@ class OpenVinoRuntime(RuntimeBase):
             if self._queue is not None:
                 self._queue.wait_all()
             self._queue = None
-            self._request = None
+            self._local = threading.local()  # this thread's request; others go with their thread
             self.compiled = None  # type: ignore[assignment]
         super().close()

@@ -3,6 +3,10 @@
 Devices: ``cpu`` (default), ``cuda`` / ``cuda:N`` (CUDAExecutionProvider), ``tensorrt`` /
 ``tensorrt:N`` (TensorrtExecutionProvider, with CUDA then CPU behind it for unsupported nodes).
 A device whose provider is not in this onnxruntime build is an error, not a silent CPU run.
+
+Thread safety: one `OnnxRuntime` may be shared by several threads. ``InferenceSession.run`` is
+thread-safe (each call has its own inputs and outputs) and releases the GIL, so concurrent
+``infer`` calls run in parallel.
 """
 
 from __future__ import annotations
@@ -77,7 +81,9 @@ def providers_for(device: str | None) -> list[Any]:
 
 
 class OnnxRuntime(RuntimeBase):
-    """An ONNX Runtime session. ``threads`` sets intra-op threads (None: ORT decides)."""
+    """An ONNX Runtime session. ``threads`` sets intra-op threads (None: ORT decides).
+
+    Safe to share between threads: ``infer`` calls ``session.run``, which is thread-safe."""
 
     name: ClassVar[str] = "onnxruntime"
 

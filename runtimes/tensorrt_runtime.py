@@ -119,6 +119,9 @@ class TensorRTRuntime(RuntimeBase):
         timing_cache: timing-cache file shared between builds (default: one in ``cache_dir``).
         input_size: (h, w) for a model with a dynamic image size (``edgedet.load`` passes the
             resolved meta's); part of the engine cache key.
+
+    Safe to share between threads: ``infer`` holds a lock (one execution context and one set of
+    buffers) and pushes the runtime's CUDA context, so concurrent calls are serialised.
     """
 
     name: ClassVar[str] = "tensorrt"

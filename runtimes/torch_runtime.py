@@ -1,9 +1,14 @@
 """torch: runs a PyTorch module itself, on CPU or CUDA. The reference (oracle) for parity tests
 and the runtime the trainers evaluate with. Needs the ``train`` extra; nothing else imports torch.
+
+Thread safety: one `TorchRuntime` may be shared by several threads; ``infer`` holds a lock, since
+a user's module may keep per-call state in attributes (YOLO heads cache their grids), and torch
+parallelises each call over its own intra-op threads anyway.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +30,8 @@ class TorchRuntime(RuntimeBase):
         input_name / output_names: tensor names to expose, matching the ONNX export so parity
             tests compare like with like.
         input_shape: the input's shape, ``None`` for dynamic dimensions.
+
+    Safe to share between threads: calls are serialised by a lock.
     """
 
     name: ClassVar[str] = "torch"
@@ -57,6 +64,7 @@ class TorchRuntime(RuntimeBase):
         if not isinstance(model, torch.nn.Module):
             raise InvalidInputError(f"torch runtime needs an nn.Module, got {type(model).__name__}")
         self.module = model.to(self.device).eval()
+        self._lock = threading.Lock()
         self.inputs = (TensorSpec(input_name, input_shape, np.dtype(np.float32)),)
         self.outputs = tuple(TensorSpec(n, (), np.dtype(np.float32)) for n in output_names)
         if all(isinstance(d, int) for d in input_shape):
@@ -78,7 +86,7 @@ class TorchRuntime(RuntimeBase):
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_feeds(feeds)
         x = torch.from_numpy(np.ascontiguousarray(feeds[self.inputs[0].name])).to(self.device)
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             out = self.module(x)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if len(outs) != len(self.outputs):

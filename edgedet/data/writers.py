@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,8 +140,14 @@ def convert_dataset(ds: DetectionDataset, out_dir: str | os.PathLike[str], to: s
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} already exists and is not empty; remove it or pick another")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # mkdir, not mkdtemp: the folder's mode follows the umask (mkdtemp's 0700 would survive
+        # the rename and hide the dataset from other users and containers)
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
+        tmp.mkdir()
+    except OSError as err:
+        raise InvalidInputError(f"cannot write {out}: {err.strerror or err}") from None
     try:
         names = _unique_names(ds.samples)
         {"coco": _write_coco, "yolo": _write_yolo, "voc": _write_voc, "kitti": _write_kitti}[to](

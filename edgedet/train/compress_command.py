@@ -57,8 +57,6 @@ class Source:
 
 def load_source(model: str | Path, family: str | None = None, imgsz: int | None = None) -> Source:
     """Load an ONNX file, an edgedet training checkpoint or a module file of these commands."""
-    import torch
-
     from .distill import adapter_for
     from .models.net import EdgeDet
 
@@ -91,12 +89,10 @@ def load_source(model: str | Path, family: str | None = None, imgsz: int | None 
             hw = (imgsz, imgsz)
         meta = meta.replace(input_size=hw)
         return Source(mod, meta, hw, adapter_for(mod, meta.family), path)
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
-        raise ModelLoadError(
-            f"{path} is neither ONNX nor a readable torch file ({type(err).__name__}: {err})"
-        ) from err
+    from .safe_load import load_torch_file
+
+    # weights_only, edgedet's own classes only: no code in the file runs
+    ck = load_torch_file(path, what="ONNX or edgedet torch file")
     if isinstance(ck, dict) and ck.get("kind") == MODULE_KIND:
         mod, meta = ck["model"], ModelMeta.from_dict(ck["meta"])
         hw2 = meta.input_size or (640, 640)
@@ -407,7 +403,9 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     latency_fit: dict[str, Any] | None = None
     reference_value: float | None = None
     if args.resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        from .safe_load import load_torch_file
+
+        st = load_torch_file(state_path, TrainingError, "prune state")
         model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
         kept = st.get("kept_channels")
         latency_fit = st.get("latency_model")  # the same rate as the interrupted run

@@ -391,12 +391,10 @@ class Distiller:
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
-            raise TrainingError(
-                f"{path} is not a readable distillation checkpoint ({type(err).__name__}: {err})"
-            ) from err
+        from .safe_load import load_torch_file
+
+        # weights_only, edgedet's own classes only: no code in the file runs
+        ck = load_torch_file(path, TrainingError, "distillation checkpoint")
         if not isinstance(ck, dict) or ck.get("kind") != "edgedet.distill":
             raise TrainingError(f"{path} is not an edgedet distillation checkpoint")
         return ck

@@ -297,12 +297,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise TrainingError(f"checkpoint {p} not found")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
-        raise TrainingError(
-            f"{p} is not a readable edgedet checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    from .safe_load import load_torch_file
+
+    # weights_only, edgedet's own classes only: no code in the file runs
+    ck = load_torch_file(p, TrainingError, "edgedet checkpoint")
     if (
         isinstance(ck, dict)
         and ck.get("kind") == "edgedet.module"

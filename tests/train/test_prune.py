@@ -304,8 +304,6 @@ def test_map_kept_line() -> None:
 def test_prune_command_with_a_latency_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
-
     from edgedet.train import latency_model
     from edgedet.train.compress_command import run_prune
 
@@ -322,7 +320,9 @@ def test_prune_command_with_a_latency_target(
     assert report["reached_target"] and report["latency_estimate_kept"] <= 0.8 * 1.001
     assert "estimated convolution latency kept" in (tmp_path / "l.report.md").read_text()
     # the fitted rate travels in the stage state: a resume budgets with the same one
-    state = torch.load(tmp_path / "l.work" / "prune_state.pt", weights_only=False)
+    from edgedet.train.safe_load import load_torch_file
+
+    state = load_torch_file(tmp_path / "l.work" / "prune_state.pt")  # no pickle code runs
     assert state["latency_model"] == fit
     again = run_prune(p.parse_args([*argv, "--resume"]))
     assert again["latency_model"] == fit and again["macs_after"] == report["macs_after"]
