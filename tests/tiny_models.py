@@ -27,15 +27,17 @@ def make_tiny_yolov5(
     batch: int | str = 1,
     meta: ModelMeta | None = None,
     seed: int = 0,
+    anchors: int = 3,
 ) -> Path:
-    """A 1×1 conv -> sigmoid model shaped like a YOLOv5 head: [B, N, 5 + nc], N = 3 anchors ×
+    """A 1×1 conv -> sigmoid model shaped like a YOLOv5 head: [B, N, 5 + nc], N = ``anchors`` ×
     the grid cells of strides 8/16/32 (N pixels from the middle of the conv output).
+    ``anchors=1`` gives the shape of a YOLOX raw-grid export.
 
     Boxes decode to (cx, cy, w, h) in [0, 1] pixels (tiny boxes): enough to exercise the whole
     pipeline, not to detect anything.
     """
     c = 5 + nc
-    rows = 3 * sum((-(-size // s)) ** 2 for s in (8, 16, 32))
+    rows = anchors * sum((-(-size // s)) ** 2 for s in (8, 16, 32))
     assert rows <= size * size, "make_tiny_yolov5 needs size >= 4"
     mid = (size * size - rows) // 2  # rows from the middle of the image, not the letterbox pad
     w, b = conv_weights(3, c, seed)
