@@ -278,14 +278,13 @@ def _read_image_file(path: Path) -> tuple[Any, str | None]:
 
     from .data.images import _looks_truncated
 
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        return None, f"cannot read it: {err.strerror or err}"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # decodes what it can of a cut file
     if image is None:
         return None, "OpenCV cannot read it (missing or corrupt)"
-    warning = _looks_truncated(data)
+    try:
+        warning = _looks_truncated(path.read_bytes())
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
     if image.dtype == np.uint8:
         return image, warning
     if image.dtype == np.uint16:  # 16-bit PNG/TIFF -> 8-bit
