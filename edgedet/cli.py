@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save",
         default="runs/predict",
-        help="output folder for drawn images/video and detections.json",
+        help="output folder for drawn images/video and detections.json (a folder source: its tree is mirrored, paths recorded relative to it)",
     )
     p.add_argument("--no-draw", action="store_true", help="write only detections.json")
     p.set_defaults(func=cmd_predict)

@@ -14,6 +14,7 @@ boxes further out are errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -491,10 +492,9 @@ def _read_coco(
             bx, by, bw, bh = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
             log.error(f"{loc}: needs image_id, category_id and bbox [x, y, w, h]")
-            try:  # drop its image, not just the box (a lost box makes a true detection false)
+            # drop its image, not just the box (a lost box makes a true detection false)
+            with contextlib.suppress(KeyError, TypeError, ValueError):
                 bad.add(int(ann["image_id"]))
-            except (KeyError, TypeError, ValueError):
-                pass
             continue
         loc = f"{loc} (id {ann.get('id', '?')}, image {image_id})"
         if image_id in bad:

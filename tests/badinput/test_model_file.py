@@ -106,6 +106,7 @@ LOAD_ROWS: list[tuple[str, Callable[[Path], Path], dict[str, Any], Any]] = [
     ("names of the wrong length", _plain, {"family": "yolov5", "names": "a,b,c"}, Fails(IncompatibleModelError, "3 class names")),
     # -- arguments -------------------------------------------------------------------------------
     ("unknown family", _plain, {"family": "yolo99"}, Fails(InvalidInputError, "unknown model family 'yolo99'")),
+    ("family a 20 MB string", _plain, {"family": "f" * 20_000_000}, Fails(InvalidInputError, "unknown model family 'fff")),
     ("unknown runtime", _good, {"runtime": "foo"}, Fails(InvalidInputError, "unknown runtime 'foo'")),
     ("tensorrt absent", _good, {"runtime": "tensorrt"}, Fails(RuntimeUnavailableError, 'pip install "edgedet[tensorrt]"')),
     ("empty fallback list", _good, {"runtime": []}, Fails(InvalidInputError, "fallback list is empty")),
