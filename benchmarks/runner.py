@@ -354,7 +354,7 @@ def _accuracy(det: Any, dataset: Any, config: BenchConfig, record: dict[str, Any
 
 
 def _run(config: BenchConfig, record: dict[str, Any]) -> None:
-    from edgedet.data import load_dataset
+    from edgedet.data import drop_unreadable, load_dataset
     from edgedet.meta import read_meta
 
     record["model_sha256"] = sha256_file(config.model)
@@ -364,6 +364,8 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
     dataset = load_dataset(config.data)
     if config.images is not None:
         dataset = dataset.subset(config.images, seed=0)
+    # a truncated or mis-sized image is skipped and listed (on_error="skip"), not a failed run
+    dataset = drop_unreadable(dataset)
     record["dataset"] = dataset.name
     record["images"] = len(dataset)
     record["dataset_problems"] = list(dataset.problems[:20])

@@ -91,6 +91,14 @@ def escape(text: str) -> str:
     return _escape(text)
 
 
+def shown(text: str, limit: int = 200) -> str:
+    """Untrusted text (from a model or dataset file) made safe for the console: control and
+    escape characters removed, cut to ``limit`` characters, rich markup escaped."""
+    from .validate import printable
+
+    return escape(printable(text, limit))
+
+
 def console() -> Any:
     from rich.console import Console
 
@@ -164,26 +172,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if kind == "images":
             assert isinstance(src, list)  # for the type checker; _iter_sources guarantees it
             task = progress.add_task("predict", total=len(src))
+            names = _image_output_names(src, args.source)
             for i, path in enumerate(src):
-                image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                image, problem = _read_image_file(path)
                 if image is None:
-                    con.print(f"[yellow]skipped {path}: OpenCV cannot read it (missing or corrupt)")
+                    con.print(f"[yellow]skipped {shown(str(path))}: {shown(problem or '')}")
                     progress.advance(task)
                     continue
-                if image.dtype != "uint8":  # 16-bit PNG/TIFF -> 8-bit
-                    image = (image / 257).astype("uint8")
+                if problem:
+                    con.print(f"[yellow]warning: {shown(str(path))}: {shown(problem)}")
                 bgr = _as_bgr(image)
                 dets = det(bgr)
-                record(i, path.name, dets)
+                rel, drawn = names[path]
+                record(i, rel, dets)
                 if not args.no_draw:
-                    suffix = (
-                        path.suffix.lower()
-                        if path.suffix.lower() in (".jpg", ".jpeg", ".png")
-                        else ".jpg"
-                    )
-                    ok, buf = cv2.imencode(suffix, draw_detections(bgr, dets, det.class_names))
+                    ok, buf = cv2.imencode(drawn.suffix, draw_detections(bgr, dets, det.class_names))
                     if ok:
-                        atomic_write_bytes(out_dir / (path.stem + suffix), buf.tobytes())
+                        atomic_write_bytes(out_dir / drawn, buf.tobytes())
                 progress.advance(task)
         else:
             task = progress.add_task("predict (video)", total=None)
@@ -237,6 +242,74 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_output_names(paths: Sequence[Path], source: str) -> dict[Path, tuple[str, Path]]:
+    """For each input image: (its path relative to the input root, as recorded in
+    detections.json; the relative path of its drawn output).
+
+    The input root is the source folder (or the common folder of a glob's matches). Drawn
+    outputs mirror the input tree, so ``s1/x.jpg`` and ``s2/x.jpg`` stay apart; a JPEG or PNG
+    keeps its name, any other format is written as ``<name>.jpg`` (``y.tiff`` ->
+    ``y.tiff.jpg``, apart from ``y.jpg``). Names are unique: a clash left over gets ``_<n>``.
+    """
+    import os
+
+    root = Path(source)
+    if not root.is_dir():
+        root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    out: dict[Path, tuple[str, Path]] = {}
+    taken: set[str] = set()
+    for n, path in enumerate(paths):
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            rel = Path(path.name)
+        drawn = rel if rel.suffix.lower() in (".jpg", ".jpeg", ".png") else rel.with_name(rel.name + ".jpg")
+        if str(drawn).lower() in taken:
+            drawn = drawn.with_name(f"{drawn.stem}_{n}{drawn.suffix}")
+        taken.add(str(drawn).lower())
+        out[path] = (rel.as_posix(), drawn)
+    return out
+
+
+def _read_image_file(path: Path) -> tuple[Any, str | None]:
+    """(uint8 image as read, warning) or (None, why it was skipped), for ``predict``.
+
+    8-bit images as they are; 16-bit scaled by 1/257; float images (e.g. 32-bit TIFF) in
+    0..1 scaled by 255, in 0..255 rounded; other float ranges, NaN/inf and other pixel types
+    are refused with the reason rather than turned black. A JPEG or PNG cut short still
+    decodes partly: it is predicted, with a warning.
+    """
+    import cv2
+    import numpy as np
+
+    from .data.images import _looks_truncated
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # decodes what it can of a cut file
+    if image is None:
+        return None, "OpenCV cannot read it (missing or corrupt)"
+    try:
+        warning = _looks_truncated(path.read_bytes())
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
+    if image.dtype == np.uint8:
+        return image, warning
+    if image.dtype == np.uint16:  # 16-bit PNG/TIFF -> 8-bit
+        return (image / 257).round().astype(np.uint8), warning
+    if image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            return None, f"{image.dtype} image with NaN/inf pixels"
+        low, high = float(image.min()), float(image.max())
+        if low >= 0 and high <= 1.0:
+            return (image * 255).round().astype(np.uint8), warning
+        if low >= 0 and high <= 255:
+            return image.round().astype(np.uint8), warning
+        return None, (
+            f"{image.dtype} image with values {low:g}..{high:g}: edgedet reads float images in "
+            "0..1 or 0..255; convert it to 8-bit first"
+        )
+    return None, f"{image.dtype} pixels are not supported; convert it to 8-bit first"
+
+
 def _as_bgr(image: Any) -> Any:
     from .preprocess import as_bgr_image
 
@@ -264,9 +337,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         info["meta_error"] = str(err)
     info["meta"] = meta.to_dict() if meta else None
     if path.suffix.lower() == ".onnx":
-        import onnx
+        from .meta import load_onnx_model
 
-        m = onnx.load(str(path), load_external_data=False)
+        m = load_onnx_model(path)  # ModelLoadError (exit 2) for truncated / text / random files
 
         def dims(v: Any) -> list[Any]:
             return [d.dim_value or d.dim_param or "?" for d in v.type.tensor_type.shape.dim]
@@ -286,21 +359,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    con.print(f"[bold]{path}[/] ({info['size_mb']} MB)")
+    # Everything below may come from the model file: control characters stripped (no terminal
+    # escape sequences), rich markup escaped, long strings cut.
+    con.print(f"[bold]{shown(str(path))}[/] ({info['size_mb']} MB)")
     for key in ("inputs", "outputs"):
         for t in info.get(key, []):
-            con.print(f"  {key[:-1]:6s} {t['name']} {t['shape']}")
+            con.print(f"  {key[:-1]:6s} {shown(t['name'])} {shown(str(t['shape']))}")
     if meta:
         con.print(
-            f"  family {meta.family} · source {meta.source} · input {meta.input_size} · {meta.color} · "
+            f"  family {shown(meta.family)} · source {shown(meta.source)} · input {meta.input_size} · {meta.color} · "
             f"scale {meta.scale:.5g} · letterbox {meta.letterbox} · precision {meta.precision} · "
             f"{len(meta.class_names)} classes"
         )
         if meta.calibration:
-            con.print(f"  calibration: {json.dumps(dict(meta.calibration))[:300]}")
+            con.print(f"  calibration: {shown(json.dumps(dict(meta.calibration)), 300)}")
     else:
         con.print(
-            f"  [yellow]no edgedet meta[/] {info.get('meta_error', '')}: load it with --family, or run `edgedet import`"
+            f"  [yellow]no edgedet meta[/] {shown(info.get('meta_error', ''), 600)}: load it with --family, or run `edgedet import`"
         )
     table = Table("runtime", "can run here", "version", "devices / reason")
     for name, p in info["runtimes"].items():
@@ -398,7 +473,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         f"{len(ds)} images, {len(ds.class_names)} classes: {', '.join(ds.class_names[:20])}{' ...' if len(ds.class_names) > 20 else ''}"
     )
     for p in ds.problems[:50]:
-        con.print(f"  [yellow]{p}")
+        con.print(f"  [yellow]{shown(p, 400)}")  # problems quote file contents
     if len(ds.problems) > 50:
         con.print(f"  ... and {len(ds.problems) - 50} more problems")
     return 0
@@ -504,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save",
         default="runs/predict",
-        help="output folder for drawn images/video and detections.json",
+        help="output folder for drawn images/video and detections.json (a folder source: its tree is mirrored, paths recorded relative to it)",
     )
     p.add_argument("--no-draw", action="store_true", help="write only detections.json")
     p.set_defaults(func=cmd_predict)

@@ -27,8 +27,9 @@ from .errors import (
     ModelLoadError,
     RuntimeUnavailableError,
 )
-from .meta import ModelMeta, read_meta
+from .meta import ModelMeta, read_meta, resolve_class_names
 from .preprocess import LetterboxMeta, Preprocessor
+from .validate import brief
 
 log = logging.getLogger("edgedet")
 
@@ -149,6 +150,99 @@ class Detector:
             raise InvalidInputError(f"max_detections must be >= 1, got {self.max_detections}")
         if self.nms not in NMS_METHODS:
             raise InvalidInputError(f"nms must be one of {NMS_METHODS}, got '{self.nms}'")
+
+    # -- settings, validated when set -------------------------------------------------------
+    # Each setting is a property: ``det.nms = "classaware"`` (a typo) or
+    # ``det.score_threshold = 5`` raises InvalidInputError naming the attribute at once,
+    # instead of silently changing results at the next call.
+
+    @property
+    def score_threshold(self) -> float:
+        """Minimum score kept, in [0, 1]."""
+        return self._score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self._score_threshold = _unit_interval("score_threshold", value)
+
+    @property
+    def iou_threshold(self) -> float:
+        """NMS overlap above which the lower-scored box is dropped, in [0, 1]."""
+        return self._iou_threshold
+
+    @iou_threshold.setter
+    def iou_threshold(self, value: float) -> None:
+        self._iou_threshold = _unit_interval("iou_threshold", value)
+
+    @property
+    def max_detections(self) -> int:
+        """Most boxes returned per image (>= 1)."""
+        return self._max_detections
+
+    @max_detections.setter
+    def max_detections(self, value: int) -> None:
+        self._max_detections = _count_setting("max_detections", value)
+
+    @property
+    def max_candidates(self) -> int:
+        """Most candidates the decoder passes to NMS per image (>= 1)."""
+        return self._max_candidates
+
+    @max_candidates.setter
+    def max_candidates(self, value: int) -> None:
+        self._max_candidates = _count_setting("max_candidates", value)
+
+    @property
+    def nms(self) -> str:
+        """One of `edgedet.boxes.NMS_METHODS`."""
+        return self._nms
+
+    @nms.setter
+    def nms(self, value: str) -> None:
+        if not isinstance(value, str) or value not in NMS_METHODS:
+            raise InvalidInputError(f"nms must be one of {NMS_METHODS}, got {brief(value)}")
+        self._nms = value
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether a box may count for several classes (for mAP, not deployment)."""
+        return self._multi_label
+
+    @multi_label.setter
+    def multi_label(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidInputError(f"multi_label must be True or False, got {brief(value)}")
+        self._multi_label = bool(value)
+
+    @property
+    def classes(self) -> tuple[int | str, ...] | None:
+        """Class ids or names to keep (None keeps all); checked against the model's names."""
+        return self._classes
+
+    @classes.setter
+    def classes(self, value: Sequence[int | str] | None) -> None:
+        if value is None:
+            self._classes: tuple[int | str, ...] | None = None
+            return
+        if isinstance(value, (str, int, np.integer)):
+            value = [value]  # type: ignore[list-item]
+        if not isinstance(value, (Sequence, np.ndarray)):
+            raise InvalidInputError(
+                f"classes must be None or a list of class ids or names, got {brief(value)}"
+            )
+        items = tuple(value)
+        for c in items:
+            if isinstance(c, bool) or not isinstance(c, (str, int, np.integer)):
+                raise InvalidInputError(
+                    f"classes must hold class ids (int) or names (str), got {brief(c)}"
+                )
+        previous = getattr(self, "_classes", None)
+        self._classes = items
+        try:
+            self._class_filter()  # unknown names / ids out of range raise now
+        except InvalidInputError:
+            self._classes = previous
+            raise
 
     # -- properties --------------------------------------------------------------------------
 
@@ -399,6 +493,23 @@ class Detector:
         )
 
 
+def _unit_interval(name: str, value: Any) -> float:
+    """A Detector setting in [0, 1] (InvalidInputError naming it otherwise)."""
+    if isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.number)):
+        raise InvalidInputError(f"{name} must be a number in [0, 1], got {brief(value)}")
+    out = float(value)
+    if not 0.0 <= out <= 1.0:  # also refuses NaN
+        raise InvalidInputError(f"{name} must be in [0, 1], got {out}")
+    return out
+
+
+def _count_setting(name: str, value: Any) -> int:
+    """A Detector setting that is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {brief(value)}")
+    return int(value)
+
+
 # -- load() ------------------------------------------------------------------------------------
 
 
@@ -410,6 +521,8 @@ def resolve_meta(
     changes = dict(overrides)
     if "names" in changes:
         changes["class_names"] = changes.pop("names")
+    if "class_names" in changes:  # the user's own argument: it may name a names file
+        changes["class_names"] = resolve_class_names(changes["class_names"], allow_file=True)
     if meta is None:
         carried = read_meta(path) if path is not None else None
         if carried is not None and (family is None or carried.family == family):

@@ -9,17 +9,18 @@ preset plus overrides; edgedet never guesses a family by trying decoders until o
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import validate as v
 from .errors import IncompatibleModelError, InvalidInputError, ModelLoadError
+from .validate import MAX_NAME_CHARS, brief, clip
 
 META_KEY = "edgedet.meta"
 SIDECAR_SUFFIX = ".edgedet.json"
@@ -46,6 +47,39 @@ _LETTERBOX = ("center", "topleft", "stretch")
 _PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
 
 
+class _Unset:
+    """Marks a ModelMeta field the caller did not give: the family preset fills it."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+#: Values of the fields that neither the meta nor its family's preset sets.
+_GENERIC: dict[str, Any] = {
+    "layout": "NCHW",
+    "color": "RGB",
+    "scale": 1.0 / 255.0,
+    "mean": None,
+    "std": None,
+    "letterbox": "center",
+    "pad_value": 114,
+    "strides": (8, 16, 32),
+    "options": {},
+}
+
+
+def _family_preset(family: str) -> Mapping[str, Any]:
+    """The registered family's preset (empty for a family not registered yet)."""
+    from .decoders import get_family  # decoders import this module: import when needed
+
+    try:
+        return get_family(family).preset
+    except InvalidInputError:
+        return {}
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     """How to feed a model and how to read what it returns.
@@ -58,58 +92,94 @@ class ModelMeta:
 
     Decoding: ``family`` names the decoder (see `edgedet.decoders`); ``strides`` and
     ``options`` are family-specific (e.g. ``reg_max`` for NanoDet, output-name roles).
+
+    Precedence of values: a field given (as an argument, or present in a meta JSON or
+    sidecar) wins; a field left out takes the family's preset (`edgedet.decoders.Family.preset`:
+    ``ModelMeta(family="yolox")`` is fed as YOLOX expects, BGR 0-255 top-left letterbox);
+    fields the preset does not set take the generic defaults (NCHW, RGB, 1/255, no mean/std,
+    centre letterbox, pad 114, strides 8/16/32). ``class_names`` never come from the preset
+    here (a partial meta with no names gets ``class_0..``); `meta_from_family` adds them.
+
+    Every field is validated on construction (`InvalidInputError`): strides positive
+    integers, ``mean``/``std``/``scale`` finite (``std``, ``scale`` > 0), strings bounded.
     """
 
     family: str
     class_names: tuple[str, ...] = ()
     input_name: str | None = None
     input_size: tuple[int, int] | None = None
-    layout: str = "NCHW"
-    color: str = "RGB"
-    scale: float = 1.0 / 255.0
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    letterbox: str = "center"
-    pad_value: int = 114
-    strides: tuple[int, ...] = (8, 16, 32)
+    layout: str = _UNSET
+    color: str = _UNSET
+    scale: float = _UNSET
+    mean: tuple[float, float, float] | None = _UNSET
+    std: tuple[float, float, float] | None = _UNSET
+    letterbox: str = _UNSET
+    pad_value: int = _UNSET
+    strides: tuple[int, ...] = _UNSET
     precision: str = "fp32"
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = _UNSET
     calibration: Mapping[str, Any] | None = None
     source: str = "edgedet"
     edgedet_version: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.family, str) or not self.family:
+            raise InvalidInputError(
+                f"ModelMeta.family must be a non-empty string, got {brief(self.family)}"
+            )
+        if len(self.family) > MAX_NAME_CHARS:
+            raise InvalidInputError(
+                f"ModelMeta.family is {len(self.family)} characters long: {brief(self.family)}"
+            )
+        unset = [name for name in _GENERIC if getattr(self, name) is _UNSET]
+        if unset:
+            preset = _family_preset(self.family)
+            for name in unset:
+                object.__setattr__(self, name, preset.get(name, _GENERIC[name]))
+        try:
+            self._validate()
+        except InvalidInputError:
+            raise
+        except (TypeError, ValueError, OverflowError) as err:
+            raise InvalidInputError(clip(str(err))) from err
+
+    def _validate(self) -> None:
+        """Check and normalise every field (ValueError / InvalidInputError on a bad one)."""
         _check_choice("layout", self.layout, _LAYOUTS)
         _check_choice("color", self.color, _COLORS)
         _check_choice("letterbox", self.letterbox, _LETTERBOX)
         _check_choice("precision", self.precision, _PRECISIONS)
-        if not isinstance(self.family, str) or not self.family:
-            raise InvalidInputError(
-                f"ModelMeta.family must be a non-empty string, got {self.family!r}"
-            )
         if self.input_size is not None:
-            size = tuple(int(v) for v in self.input_size)
-            if len(size) != 2 or min(size) <= 0:
+            try:
+                size = v.positive_ints(self.input_size, "ModelMeta.input_size", 2)
+            except ValueError as err:
                 raise InvalidInputError(
-                    f"ModelMeta.input_size must be (height, width) > 0, got {self.input_size!r}"
-                )
+                    f"ModelMeta.input_size must be (height, width) > 0, got "
+                    f"{brief(self.input_size)}"
+                ) from err
             object.__setattr__(self, "input_size", size)
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
-                vec = tuple(float(v) for v in value)
-                if len(vec) != 3:
-                    raise InvalidInputError(f"ModelMeta.{name} must have 3 values, got {value!r}")
-                if name == "std" and min(vec) <= 0:
-                    raise InvalidInputError(f"ModelMeta.std must be positive, got {value!r}")
+                vec = v.finite_floats(value, f"ModelMeta.{name}", 3, positive=name == "std")
                 object.__setattr__(self, name, vec)
-        if not 0 <= int(self.pad_value) <= 255:
-            raise InvalidInputError(f"ModelMeta.pad_value must be in 0..255, got {self.pad_value}")
-        if not float(self.scale) > 0:
-            raise InvalidInputError(f"ModelMeta.scale must be positive, got {self.scale}")
+        object.__setattr__(
+            self, "pad_value", v.int_value(self.pad_value, "ModelMeta.pad_value", low=0, high=255)
+        )
+        object.__setattr__(
+            self, "scale", v.finite_float(self.scale, "ModelMeta.scale", positive=True)
+        )
         object.__setattr__(self, "class_names", resolve_class_names(self.class_names))
-        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "strides", v.positive_ints(self.strides, "ModelMeta.strides"))
+        object.__setattr__(self, "options", v.mapping(self.options, "ModelMeta.options"))
+        if self.calibration is not None:
+            object.__setattr__(
+                self, "calibration", v.mapping(self.calibration, "ModelMeta.calibration")
+            )
+        if self.input_name is not None:
+            v.short_string(self.input_name, "ModelMeta.input_name", 4096)
+        v.short_string(self.source, "ModelMeta.source", 4096)
+        v.short_string(self.edgedet_version, "ModelMeta.edgedet_version")
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -124,33 +194,43 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "metadata") -> ModelMeta:
-        """Validate a mapping into a ModelMeta; unknown keys and wrong types raise."""
+        """Validate a mapping read from a file into a ModelMeta.
+
+        Unknown keys, wrong types and out-of-range values raise `IncompatibleModelError`
+        naming ``where``. Fields left out take the family preset (see the class docstring).
+        ``class_names`` must be a list or an ``{id: name}`` mapping: a string is never read
+        as a path.
+        """
         if not isinstance(data, Mapping):
             raise IncompatibleModelError(f"{where}: edgedet meta must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             raise IncompatibleModelError(
-                f"{where}: edgedet meta has unknown fields {unknown} (written by edgedet "
-                f"{data.get('edgedet_version', '?')}); upgrade edgedet to read this model"
+                f"{where}: edgedet meta has unknown fields {brief(unknown)} (written by edgedet "
+                f"{clip(str(data.get('edgedet_version', '?')), 40)}); upgrade edgedet to read this "
+                "model"
             )
         if "family" not in data:
             raise IncompatibleModelError(f"{where}: edgedet meta has no 'family'")
         kwargs = dict(data)
-        for key in ("strides", "input_size", "mean", "std"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = tuple(kwargs[key])
         try:
+            if kwargs.get("class_names") is not None:
+                kwargs["class_names"] = v.class_names_from_file(
+                    kwargs["class_names"], "ModelMeta.class_names"
+                )
             return cls(**kwargs)
-        except (TypeError, ValueError) as err:
-            raise IncompatibleModelError(f"{where}: invalid edgedet meta: {err}") from err
+        except (TypeError, ValueError, RecursionError, MemoryError, OverflowError) as err:
+            raise IncompatibleModelError(
+                f"{where}: invalid edgedet meta: {clip(str(err))}"
+            ) from err
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "metadata") -> ModelMeta:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise IncompatibleModelError(f"{where}: edgedet meta is not valid JSON: {err}") from err
+            data = v.parse_json(text, "edgedet meta")
+        except ValueError as err:
+            raise IncompatibleModelError(f"{where}: {err}") from err
         return cls.from_dict(data, where=where)
 
     def replace(self, **changes: Any) -> ModelMeta:
@@ -167,36 +247,44 @@ class ModelMeta:
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise InvalidInputError(f"ModelMeta.{name} must be one of {choices}, got {value!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidInputError(f"ModelMeta.{name} must be one of {choices}, got {brief(value)}")
 
 
-def resolve_class_names(names: Any) -> tuple[str, ...]:
-    """Accept a sequence of names, a ``{id: name}`` mapping, or a shortcut such as ``"coco"``."""
+def resolve_class_names(names: Any, *, allow_file: bool = False) -> tuple[str, ...]:
+    """Accept a sequence of names, a ``{id: name}`` mapping, or a shortcut such as ``"coco"``.
+
+    A string is a shortcut (``"coco"``) or a comma-separated list; with ``allow_file=True``
+    (only for names the user gives: ``names=``, ``--names``, ``class_names=`` of
+    `load_dataset`) it may also name a text file with one name per line. Names read from model
+    or dataset files are resolved with ``allow_file=False``: a path there is refused, never read.
+    """
     if isinstance(names, str):
         key = names.strip().lower()
         if key in NAMED_CLASS_LISTS:
             return NAMED_CLASS_LISTS[key]
         if "," in names:
-            return tuple(n.strip() for n in names.split(","))
-        path = Path(names)
-        if path.is_file():
-            return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+            return _names_list([n.strip() for n in names.split(",")])
+        if allow_file:
+            path = Path(names)
+            if path.is_file():
+                try:
+                    text = v.read_text(path)
+                except ValueError as err:
+                    raise InvalidInputError(f"class names file {path}: {err}") from err
+                return _names_list([line.strip() for line in text.splitlines() if line.strip()])
         raise InvalidInputError(
-            f"class names {names!r}: expected a list, 'coco', a comma-separated list or a file "
-            "with one name per line"
+            f"class names {brief(names, 80)}: expected a list, 'coco', a comma-separated list"
+            + (" or a file with one name per line" if allow_file else " (a names file can be given only by the user: names=... / --names)")
         )
-    if isinstance(names, Mapping):
-        try:
-            ids = sorted(int(k) for k in names)
-        except (TypeError, ValueError) as err:
-            raise InvalidInputError(
-                f"class-name mapping must have integer ids as keys, got {list(names)[:5]}"
-            ) from err
-        if ids != list(range(len(ids))):
-            raise InvalidInputError(f"class-name mapping must have ids 0..N-1, got {ids[:10]}...")
-        return tuple(str(names[k] if k in names else names[str(k)]) for k in ids)
-    return tuple(str(n) for n in names)
+    return _names_list(names)
+
+
+def _names_list(names: Any) -> tuple[str, ...]:
+    try:
+        return v.class_names_from_file(names, "class names")
+    except ValueError as err:
+        raise InvalidInputError(str(err)) from err
 
 
 # -- reading and writing ---------------------------------------------------------------------
@@ -256,13 +344,19 @@ def write_sidecar(
 
 
 def read_sidecar(model_path: str | Path) -> dict[str, Any] | None:
-    """The sidecar's JSON object, or None when there is none."""
+    """The sidecar's JSON object, or None when there is none.
+
+    Unreadable, non-UTF-8, malformed or too deeply nested JSON raises `IncompatibleModelError`
+    naming the sidecar.
+    """
     path = sidecar_path(model_path)
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = v.parse_json(path.read_bytes(), "the sidecar")
+    except OSError as err:
+        raise IncompatibleModelError(f"{path}: unreadable edgedet sidecar: {err}") from err
+    except ValueError as err:
         raise IncompatibleModelError(f"{path}: unreadable edgedet sidecar: {err}") from err
     if not isinstance(data, dict):
         raise IncompatibleModelError(f"{path}: edgedet sidecar must be a JSON object")
@@ -294,6 +388,12 @@ def _load_onnx(path: Path) -> Any:
     return model
 
 
+def load_onnx_model(path: str | Path) -> Any:
+    """The ONNX ``ModelProto`` without external data; `ModelLoadError` naming the file when it
+    is missing, truncated, or not ONNX."""
+    return _load_onnx(Path(path))
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """All ``metadata_props`` of an ONNX file as a dict (raises ModelLoadError if unreadable)."""
     model = _load_onnx(Path(path))
@@ -316,34 +416,40 @@ def ultralytics_meta(props: Mapping[str, str], where: str) -> ModelMeta | None:
     """ModelMeta from an Ultralytics export's own metadata, or None if it is not one.
 
     Ultralytics writes ``names`` as a Python dict literal, parsed with `ast.literal_eval`
-    (literals only, no code runs).
+    (literals only, no code runs) through `edgedet.validate.parse_literal`; ``names`` must
+    then be a dict or a list (a string is refused, never read as a path), ``imgsz`` an int or
+    two ints, ``stride`` a positive int.
     """
     if "names" not in props or props.get("task", "detect") != "detect":
         return None
     try:
-        names = ast.literal_eval(props["names"])
-        imgsz = ast.literal_eval(props["imgsz"]) if "imgsz" in props else None
-        stride = int(props.get("stride", "32"))
-    except (ValueError, SyntaxError) as err:
-        raise IncompatibleModelError(f"{where}: unreadable Ultralytics metadata: {err}") from err
-    end2end = str(props.get("end2end", "False")).lower() == "true"
-    size = None
-    if isinstance(imgsz, (list, tuple)) and len(imgsz) == 2:
-        size = (int(imgsz[0]), int(imgsz[1]))
-    elif isinstance(imgsz, int):
-        size = (imgsz, imgsz)
-    strides = tuple(s for s in (8, 16, 32, 64) if s <= stride)
-    return ModelMeta(
-        family="end2end" if end2end else "yolov8",
-        class_names=resolve_class_names(names),
-        input_size=size,
-        color="RGB",
-        scale=1 / 255,
-        letterbox="center",
-        pad_value=114,
-        strides=strides,
-        source=f"ultralytics {props.get('version', '')}".strip(),
-    )
+        names = v.class_names_from_file(v.parse_literal(props["names"], "names"), "names")
+        imgsz = v.parse_literal(props["imgsz"], "imgsz") if "imgsz" in props else None
+        stride = v.int_value(v.parse_literal(str(props.get("stride", "32")), "stride"), "stride", low=1)
+        size = None
+        if isinstance(imgsz, (list, tuple)):
+            h, w = v.positive_ints(imgsz, "imgsz", 2)
+            size = (h, w)
+        elif imgsz is not None:
+            side = v.int_value(imgsz, "imgsz", low=1)
+            size = (side, side)
+        end2end = str(props.get("end2end", "False")).lower() == "true"
+        strides = tuple(s for s in (8, 16, 32, 64) if s <= stride)
+        return ModelMeta(
+            family="end2end" if end2end else "yolov8",
+            class_names=names,
+            input_size=size,
+            color="RGB",
+            scale=1 / 255,
+            letterbox="center",
+            pad_value=114,
+            strides=strides or (stride,),
+            source=f"ultralytics {clip(str(props.get('version', '')), 40)}".strip(),
+        )
+    except ValueError as err:  # InvalidInputError is a ValueError too
+        raise IncompatibleModelError(
+            f"{where}: unreadable Ultralytics metadata: {clip(str(err))}"
+        ) from err
 
 
 def read_meta(path: str | Path) -> ModelMeta | None:

@@ -174,7 +174,7 @@ def test_resolve_class_names(tmp_path: Path) -> None:
     assert resolve_class_names("person, car ,bike") == ("person", "car", "bike")
     names = tmp_path / "names.txt"
     names.write_text("person\n\ncar\n  bike  \n")
-    assert resolve_class_names(str(names)) == ("person", "car", "bike")
+    assert resolve_class_names(str(names), allow_file=True) == ("person", "car", "bike")
 
 
 def test_resolve_class_names_errors(tmp_path: Path) -> None:

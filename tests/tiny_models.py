@@ -27,26 +27,36 @@ def make_tiny_yolov5(
     batch: int | str = 1,
     meta: ModelMeta | None = None,
     seed: int = 0,
+    anchors: int = 3,
 ) -> Path:
-    """A 1×1 conv -> sigmoid model shaped like a YOLOv5 head: [B, size*size, 5 + nc].
+    """A 1×1 conv -> sigmoid model shaped like a YOLOv5 head: [B, N, 5 + nc], N = ``anchors`` ×
+    the grid cells of strides 8/16/32 (N pixels from the middle of the conv output).
+    ``anchors=1`` gives the shape of a YOLOX raw-grid export.
 
     Boxes decode to (cx, cy, w, h) in [0, 1] pixels (tiny boxes): enough to exercise the whole
     pipeline, not to detect anything.
     """
     c = 5 + nc
+    rows = anchors * sum((-(-size // s)) ** 2 for s in (8, 16, 32))
+    assert rows <= size * size, "make_tiny_yolov5 needs size >= 4"
+    mid = (size * size - rows) // 2  # rows from the middle of the image, not the letterbox pad
     w, b = conv_weights(3, c, seed)
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, size * size, c])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, rows, c])
     nodes = [
         helper.make_node("Conv", ["images", "W", "B"], ["conv"]),
         helper.make_node("Sigmoid", ["conv"], ["sig"]),
         helper.make_node("Reshape", ["sig", "shape"], ["flat"]),
-        helper.make_node("Transpose", ["flat"], ["output"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["flat"], ["all_rows"], perm=[0, 2, 1]),
+        helper.make_node("Slice", ["all_rows", "starts", "ends", "axes"], ["output"]),
     ]
     inits = [
         numpy_helper.from_array(w, "W"),
         numpy_helper.from_array(b, "B"),
         numpy_helper.from_array(np.array([0, c, size * size], np.int64), "shape"),
+        numpy_helper.from_array(np.array([mid], np.int64), "starts"),
+        numpy_helper.from_array(np.array([mid + rows], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
     ]
     graph = helper.make_graph(nodes, "tiny_yolov5", [x], [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..errors import DatasetError
 from .classmap import DEFAULT_ALIASES, ClassMap, map_classes
 from .dataset import ANY_CLASS, Annotation, DetectionDataset, Sample
-from .readers import KITTI_CLASSES, detect_layout, load_dataset
+from .readers import KITTI_CLASSES, detect_layout, drop_unreadable, load_dataset
 from .writers import coco_category_ids, coco_gt_dict, convert_dataset, write_coco_json
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "coco_gt_dict",
     "convert_dataset",
     "detect_layout",
+    "drop_unreadable",
     "load_dataset",
     "map_classes",
     "write_coco_json",

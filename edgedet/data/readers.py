@@ -14,6 +14,7 @@ boxes further out are errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +27,15 @@ import numpy as np
 
 from ..errors import DatasetError, InvalidInputError, missing_extra
 from ..meta import resolve_class_names
+from ..validate import (
+    MAX_CLASSES_WITHOUT_NAMES,
+    brief,
+    clip,
+    flag01,
+    inside_root,
+    parse_json,
+    within,
+)
 from .dataset import ANY_CLASS, Annotation, DetectionDataset, Sample
 from .images import decode_image, image_size, is_image
 
@@ -116,6 +126,25 @@ def _verify(samples: list[Sample], log: _Log) -> list[Sample]:
             continue
         kept.append(s)
     return kept
+
+
+def drop_unreadable(ds: DetectionDataset) -> DetectionDataset:
+    """``ds`` without the samples whose image cannot be decoded (empty, truncated, corrupt) or
+    does not have the annotated size; each one is listed in ``problems``.
+
+    Readers take image sizes from headers and decode lazily, so such images surface only when
+    read; a consumer that must not fail halfway (bench, ``on_error="skip"``) calls this first.
+    Costs one decode per image.
+    """
+    log = _Log(ds.root, "skip")
+    log.problems = list(ds.problems)
+    kept = _verify(ds.samples, log)
+    if len(kept) == len(ds.samples):
+        return ds
+    return DetectionDataset(
+        ds.name, ds.root, ds.format, ds.class_names, kept, log.problems,
+        category_ids=ds.category_ids,
+    )  # fmt: skip
 
 
 def _label_text(path: Path, log: _Log) -> str | None:
@@ -259,7 +288,7 @@ def load_dataset(
     if not root.exists():
         raise DatasetError(f"dataset path {root} does not exist")
     fmt = detect_layout(root)[0] if format == "auto" else format
-    names = resolve_class_names(class_names) if class_names is not None else None
+    names = resolve_class_names(class_names, allow_file=True) if class_names is not None else None
     folder = root.parent if root.is_file() else root
     log = _Log(folder, on_error)
     reader: Callable[..., DetectionDataset] = {
@@ -321,6 +350,12 @@ def _load_json(path: Path) -> Any:
         raise DatasetError(
             f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from err
+    except (RecursionError, MemoryError):
+        try:
+            parse_json(text, "the file")  # the same failure, as a bounded ValueError
+        except ValueError as err:
+            raise DatasetError(f"{path}: {err}") from err
+        raise  # pragma: no cover - parse_json raised above
 
 
 def _find_coco_images(root: Path, json_path: Path, images: list[dict[str, Any]]) -> Path:
@@ -328,12 +363,16 @@ def _find_coco_images(root: Path, json_path: Path, images: list[dict[str, Any]])
     bases = list(dict.fromkeys([root, json_path.parent.parent, json_path.parent]))
     subs = [tag, f"images/{tag}", "images", "."]
     candidates = list(dict.fromkeys(b / s for b in bases for s in subs))
-    probe = [str(im.get("file_name", "")) for im in images[:8] if im.get("file_name")]
+    probe = [
+        str(im["file_name"])
+        for im in images[:8]
+        if isinstance(im, dict) and isinstance(im.get("file_name"), str) and im["file_name"]
+    ]
     best, best_hits = None, 0
     for cand in candidates:
         if not cand.is_dir():
             continue
-        hits = sum((cand / f).is_file() for f in probe)
+        hits = sum((cand / f).is_file() for f in probe if inside_root(cand, f) is not None)
         if hits > best_hits:
             best, best_hits = cand, hits
     if best is not None:
@@ -393,6 +432,8 @@ def _read_coco(
     if not isinstance(images, list):
         raise DatasetError(f"{where}: 'images' must be a list")
     image_dir = _find_coco_images(root, json_path, images)
+    # file_name may go into subfolders of the dataset but never out of it
+    boundary = root if within(root, image_dir) else image_dir
 
     info: dict[int, tuple[Path, int, int]] = {}
     order: list[int] = []
@@ -407,7 +448,14 @@ def _read_coco(
             log.error(f"{where} images[{i}]: duplicate image id {image_id}")
             bad.add(image_id)
             continue
-        img_path = image_dir / file_name
+        img_path = inside_root(image_dir, file_name, boundary=boundary)  # type: ignore[assignment]
+        if img_path is None:
+            log.error(
+                f"{where} images[{i}] (id {image_id}): file_name {brief(file_name, 80)} points "
+                "outside the dataset folder (absolute or '..'); not read"
+            )
+            bad.add(image_id)
+            continue
         if not img_path.is_file():
             log.error(
                 f"{where} images[{i}] (id {image_id}): image file {log.rel(img_path)} not found"
@@ -444,6 +492,9 @@ def _read_coco(
             bx, by, bw, bh = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
             log.error(f"{loc}: needs image_id, category_id and bbox [x, y, w, h]")
+            # drop its image, not just the box (a lost box makes a true detection false)
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                bad.add(int(ann["image_id"]))
             continue
         loc = f"{loc} (id {ann.get('id', '?')}, image {image_id})"
         if image_id in bad:
@@ -461,9 +512,19 @@ def _read_coco(
             log.error(f"{loc}: {why}")
             bad.add(image_id)
             continue
+        if bw == 0 or bh == 0:  # can never be matched: it would cost recall silently
+            log.error(f"{loc}: box {_fmt((bx, by, bw, bh))} (x y w h) has zero width or height")
+            bad.add(image_id)
+            continue
+        try:
+            crowd = flag01(ann.get("iscrowd", 0), "iscrowd") or flag01(ann.get("ignore", 0), "ignore")
+        except ValueError as err:
+            log.error(f"{loc}: {err}")
+            bad.add(image_id)
+            continue
         boxes[image_id].append(box)
         classes[image_id].append(cat_index[category])
-        ignore[image_id].append(bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0)))
+        ignore[image_id].append(crowd)
         try:
             area = float(ann.get("area", -1))
         except (TypeError, ValueError):
@@ -516,13 +577,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _yolo_sources(
-    root: Path, yaml_path: Path | None, split: str | None
+    root: Path, yaml_path: Path | None, split: str | None, log: _Log | None = None
 ) -> tuple[Path, list[Path], list[Path], tuple[str, ...] | None, str]:
-    """(dataset root, image files, image folders, names from yaml, split used)."""
+    """(dataset root, image files, image folders, names from yaml, split used).
+
+    Lines of a ``.txt`` image list that point outside the dataset root (absolute or ``..``)
+    are listed in ``log`` and not read."""
     names: tuple[str, ...] | None = None
     if yaml_path is not None:
         data = _read_yaml(yaml_path)
-        base = Path(data.get("path") or ".")
+        base = Path(str(data.get("path") or "."))
         if not base.is_absolute():
             base = (yaml_path.parent / base).resolve()
             if not base.is_dir():  # Ultralytics resolves `path` against its datasets dir
@@ -541,6 +605,7 @@ def _yolo_sources(
         entries = data[use] if isinstance(data[use], list) else [data[use]]
         files: list[Path] = []
         dirs: list[Path] = []
+        outside: list[str] = []
         for entry in entries:
             p = Path(str(entry))
             p = p if p.is_absolute() else base / p
@@ -548,16 +613,27 @@ def _yolo_sources(
                 dirs.append(p)
                 files += [f for f in sorted(p.rglob("*")) if is_image(f)]
             elif p.is_file() and p.suffix == ".txt":
-                for line in p.read_text(encoding="utf-8").splitlines():
+                try:
+                    listing = p.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as err:
+                    raise DatasetError(f"{yaml_path}: {use}: cannot read {p} as UTF-8 text: {err}") from err
+                for line in listing.splitlines():
                     line = line.strip()
                     if line:
-                        q = Path(line)
-                        files.append(q if q.is_absolute() else (p.parent / q))
+                        q = inside_root(p.parent, line, boundary=base)
+                        if q is None:
+                            outside.append(f"{p.name}: {brief(line, 80)}")
+                        else:
+                            files.append(q)
             else:
                 raise DatasetError(
                     f"{yaml_path}: {use}: {entry!r} -> {p} is neither a folder of images nor a "
                     ".txt list of images"
                 )
+        for entry in outside:
+            if log is None:
+                raise DatasetError(f"{yaml_path}: {entry} points outside the dataset folder")
+            log.error(f"{entry}: image path points outside the dataset folder {base}; not read")
         return base, files, dirs, names, use
     images = root / "images"
     if not images.is_dir():
@@ -598,11 +674,14 @@ def _yolo_sources(
 def _classes_txt(root: Path, label_dirs: list[Path]) -> tuple[str, ...] | None:
     for cand in [root / "classes.txt", *(d / "classes.txt" for d in label_dirs)]:
         if cand.is_file():
-            return tuple(
-                line.strip()
-                for line in cand.read_text(encoding="utf-8").splitlines()
-                if line.strip()
-            )
+            try:
+                text = cand.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise DatasetError(f"{cand}: cannot read class names as UTF-8 text: {err}") from err
+            try:
+                return resolve_class_names([ln.strip() for ln in text.splitlines() if ln.strip()])
+            except InvalidInputError as err:
+                raise DatasetError(f"{cand}: {err}") from err
     return None
 
 
@@ -615,7 +694,7 @@ def _read_yolo(
     else:
         root = path
         yaml_path = _yolo_yaml(root)
-    root, files, dirs, yaml_names, _use = _yolo_sources(root, yaml_path, split)
+    root, files, dirs, yaml_names, _use = _yolo_sources(root, yaml_path, split, log)
     log.root = root
     label_dirs = [_img2label(d / "x").parent for d in dirs]
     names = class_names or yaml_names or _classes_txt(root, label_dirs)
@@ -651,13 +730,21 @@ def _read_yolo(
                 log.error(f"{loc}: expected numbers 'class cx cy w h', got {line.strip()!r}")
                 ok = False
                 break
-            if cls_f != int(cls_f) or cls_f < 0:
-                log.error(f"{loc}: class id {fields[0]} is not a non-negative integer")
+            if not math.isfinite(cls_f) or cls_f != int(cls_f) or cls_f < 0:
+                log.error(f"{loc}: class id {clip(fields[0], 40)} is not a non-negative integer")
                 ok = False
                 break
             cls = int(cls_f)
             if names is not None and cls >= len(names):
                 log.error(f"{loc}: class id {cls} not in 0..{len(names) - 1}")
+                ok = False
+                break
+            if names is None and cls >= MAX_CLASSES_WITHOUT_NAMES:
+                log.error(
+                    f"{loc}: class id {cls} without class names (edgedet names at most "
+                    f"{MAX_CLASSES_WITHOUT_NAMES} classes class_0..; give names in data.yaml, "
+                    "classes.txt or class_names=)"
+                )
                 ok = False
                 break
             if len(values) == 4:
@@ -732,7 +819,11 @@ def _read_voc(
         listing = voc / "ImageSets" / "Main" / f"{split}.txt"
         if not listing.is_file():
             raise DatasetError(f"{voc}: split {split!r} needs {log.rel(listing)}, not found")
-        stems = [ln.split()[0] for ln in listing.read_text().splitlines() if ln.strip()]
+        try:
+            text = listing.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DatasetError(f"{log.rel(listing)}: cannot read as UTF-8 text: {err}") from err
+        stems = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
         xmls = [ann_dir / f"{s}.xml" for s in stems]
     else:
         xmls = sorted(ann_dir.glob("*.xml"))
@@ -749,7 +840,14 @@ def _read_voc(
             log.error(f"{loc}: not valid XML ({err})")
             continue
         fname = _xml_text(tree, "filename") or f"{xml_path.stem}.jpg"
-        img = img_dir / fname
+        inside = inside_root(img_dir, fname, boundary=voc)
+        if inside is None:
+            log.error(
+                f"{loc}: <filename> {brief(fname, 80)} points outside the dataset folder "
+                "(absolute or '..'); not read"
+            )
+            continue
+        img = inside
         if not img.is_file():
             alt = [p for p in img_dir.glob(f"{xml_path.stem}.*") if is_image(p)]
             if not alt:

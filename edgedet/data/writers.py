@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 from ..errors import DatasetError, InvalidInputError
 from ..meta import atomic_write_bytes
 from .dataset import ANY_CLASS, DetectionDataset, Sample
+from .images import image_size
 
 TARGETS = ("coco", "yolo", "voc", "kitti")
 
@@ -112,6 +113,39 @@ def _unique_names(samples: Sequence[Sample]) -> dict[int, str]:
     }
 
 
+def _readable_images(ds: DetectionDataset) -> DetectionDataset:
+    """``ds`` without samples whose file is not an image of the annotated size.
+
+    Checks each file's header (`image_size`: JPEG/PNG header, else a full decode) before it is
+    linked or copied, so a text file named in an annotation never lands in the output. The
+    samples dropped are appended to ``ds.problems`` (the caller's dataset sees them too).
+    """
+    kept = []
+    for s in ds.samples:
+        try:
+            size = image_size(s.path)
+        except DatasetError as err:
+            ds.problems.append(f"not converted: {err}")
+            continue
+        if size != (s.width, s.height):
+            ds.problems.append(
+                f"not converted: {s.path}: image is {size[0]}x{size[1]} but the annotations are "
+                f"for {s.width}x{s.height}"
+            )
+            continue
+        kept.append(s)
+    if len(kept) == len(ds.samples):
+        return ds
+    if not kept:
+        raise DatasetError(
+            f"no image of the dataset could be converted: {'; '.join(ds.problems[-3:])}"
+        )
+    return DetectionDataset(
+        ds.name, ds.root, ds.format, ds.class_names, kept, ds.problems,
+        category_ids=ds.category_ids,
+    )  # fmt: skip
+
+
 def _place(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -137,6 +171,7 @@ def convert_dataset(ds: DetectionDataset, out_dir: str | os.PathLike[str], to: s
     """
     if to not in TARGETS:
         raise InvalidInputError(f"convert_dataset: to must be one of {TARGETS}, got {to!r}")
+    ds = _readable_images(ds)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} already exists and is not empty; remove it or pick another")

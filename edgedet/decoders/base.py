@@ -15,6 +15,7 @@ import numpy as np
 
 from edgedet.errors import IncompatibleModelError, InvalidInputError
 from edgedet.meta import ModelMeta
+from edgedet.validate import brief
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def register_family(family: Family, *, replace: bool = False) -> None:
 def get_family(name: str) -> Family:
     if name not in _FAMILIES:
         raise InvalidInputError(
-            f"unknown model family '{name}'; known families: {', '.join(sorted(_FAMILIES))}. "
+            f"unknown model family {brief(name)}; known families: {', '.join(sorted(_FAMILIES))}. "
             "Register your own with edgedet.decoders.register_family()"
         )
     return _FAMILIES[name]

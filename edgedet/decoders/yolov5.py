@@ -71,8 +71,41 @@ def check_objectness_output(
 def make_yolov5_decoder(
     meta: ModelMeta, specs: Sequence[OutputSpecLike], input_hw: tuple[int, int]
 ) -> ObjectnessDecoder:
-    name, _, nc = check_objectness_output("yolov5", meta, specs)
+    name, n, nc = check_objectness_output("yolov5", meta, specs)
+    check_anchor_rows(n, meta, input_hw, specs)
     return ObjectnessDecoder(name, nc)
+
+
+def check_anchor_rows(
+    n: int, meta: ModelMeta, input_hw: tuple[int, int], specs: Sequence[OutputSpecLike]
+) -> None:
+    """Refuse a ``[B, N, 5+nc]`` output whose N is not ``k × cells`` for the meta's strides.
+
+    YOLOv5 / YOLOv7 predict ``k`` anchors per grid cell (``options["anchors_per_cell"]``,
+    default 3). N equal to the cell count itself is what an anchor-free YOLOX export with raw
+    grid outputs gives: decoding it as YOLOv5 would read raw offsets as pixels and find nothing,
+    so it is refused naming ``yolox``. A dynamic N (-1) is not checked.
+    """
+    if n < 0:
+        return
+    cells = sum(-(-input_hw[0] // s) * -(-input_hw[1] // s) for s in meta.strides)
+    k = meta.options.get("anchors_per_cell", 3)
+    if n == k * cells:
+        return
+    hint = (
+        "; N equals the number of grid cells, which is what a YOLOX export (raw grid, "
+        "anchor-free) gives: load it with family='yolox'"
+        if n == cells
+        else "; set options['anchors_per_cell'] if the model has another anchor count"
+        if cells and n % cells == 0
+        else ""
+    )
+    raise output_mismatch(
+        "yolov5",
+        f"{n} predictions, but a {input_hw[1]}x{input_hw[0]} input with strides "
+        f"{list(meta.strides)} and {k} anchors per cell has {k * cells}{hint}",
+        specs,
+    )
 
 
 FAMILY = Family(

@@ -65,15 +65,15 @@ def test_replace_and_round_trip() -> None:
 def test_resolve_exclusions_on_tiny_model(tiny_model) -> None:
     model = onnx.load(str(tiny_model))
     stem = resolve_exclusions(model, CalibrationSpec(), "yolov5")
-    assert stem.summary() == {"decode tail": 3, "stem": 1}
+    assert stem.summary() == {"decode tail": 4, "stem": 1}  # Sigmoid, Reshape, Transpose, Slice
     ex = resolve_exclusions(model, CalibrationSpec(exclude_types=("Conv",)), "yolov5")
     reasons = ex.reasons
     assert {reasons[n.name] for n in model.graph.node if n.op_type == "Conv"} == {"type"}
     assert "decode tail" in ex.summary()
-    # every node has a name now, and the tail (sigmoid, reshape, transpose) is float
+    # every node has a name now, and the tail (sigmoid, reshape, transpose, slice) is float
     assert all(n.name for n in model.graph.node)
     tail_ops = {n.op_type for n in model.graph.node if reasons.get(n.name) == "decode tail"}
-    assert tail_ops == {"Sigmoid", "Reshape", "Transpose"}
+    assert tail_ops == {"Sigmoid", "Reshape", "Transpose", "Slice"}
     spec = CalibrationSpec(keep_stem_float=False)
     assert quantizable_layers(model, resolve_exclusions(model, spec, "yolov5"))
 

@@ -233,8 +233,9 @@ def test_yolo11_is_an_alias_of_yolov8() -> None:
 
 
 def yolov5_raw() -> np.ndarray:
-    """[1, 5, 5 + 2]: rows (cx, cy, w, h, obj, p0, p1)."""
-    return np.array(
+    """[1, 252, 5 + 2]: rows (cx, cy, w, h, obj, p0, p1); 3 anchors × 84 cells of a 64×64
+    input at strides 8/16/32, all zero after the first five."""
+    rows = np.array(
         [
             [
                 [100, 50, 20, 40, 0.9, 0.1, 0.8],  # class 1, 0.72
@@ -246,6 +247,7 @@ def yolov5_raw() -> np.ndarray:
         ],
         np.float32,
     )
+    return np.concatenate([rows, np.zeros((1, 252 - 5, 7), np.float32)], axis=1)
 
 
 def test_yolov5_decodes_known_boxes() -> None:

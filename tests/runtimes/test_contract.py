@@ -28,6 +28,7 @@ def _make(name: str, model_path: Path, size: int) -> Runtime:
         import torch
 
         w, b = conv_weights(3, 7)
+        rows = 3 * sum((-(-size // s)) ** 2 for s in (8, 16, 32))  # as make_tiny_yolov5
         conv = torch.nn.Conv2d(3, 7, 1)
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(w))
@@ -40,7 +41,8 @@ def _make(name: str, model_path: Path, size: int) -> Runtime:
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 y = torch.sigmoid(self.conv(x))
-                return y.reshape(y.shape[0], 7, -1).permute(0, 2, 1)
+                mid = (size * size - rows) // 2
+                return y.reshape(y.shape[0], 7, -1).permute(0, 2, 1)[:, mid : mid + rows]
 
         return cls(
             Head(), input_name="images", output_names=("output",), input_shape=(1, 3, size, size)
@@ -75,7 +77,7 @@ def test_outputs_match_onnxruntime(name: str, tiny: Path, feeds: dict, reference
         assert rt.inputs[0].shape == (1, 3, 32, 32)
         out = rt.infer(feeds)
         assert set(out) == {"output"}
-        assert out["output"].shape == (1, 32 * 32, 7)
+        assert out["output"].shape == (1, 3 * (16 + 4 + 1), 7)  # 3 anchors × cells of 32×32
         np.testing.assert_allclose(out["output"], reference["output"], rtol=1e-4, atol=1e-5)
         if isinstance(rt, ReportsPrecision):
             assert rt.precision == "fp32"
