@@ -77,6 +77,10 @@ class ModelMeta:
     calibration: Mapping[str, Any] | None = None
     source: str = "edgedet"
     edgedet_version: str = ""
+    #: Optional `edgedet.protocol.EvalProtocol` as a dict: how this model is scored for mAP
+    #: (overrides its family's default). Left out of the JSON when None, so files without it
+    #: stay readable by edgedet versions that predate the field.
+    eval_protocol: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_choice("layout", self.layout, _LAYOUTS)
@@ -110,6 +114,11 @@ class ModelMeta:
         object.__setattr__(self, "class_names", resolve_class_names(self.class_names))
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
         object.__setattr__(self, "options", dict(self.options))
+        if self.eval_protocol is not None:
+            from .protocol import EvalProtocol
+
+            proto = EvalProtocol.from_dict(self.eval_protocol, where="ModelMeta.eval_protocol")
+            object.__setattr__(self, "eval_protocol", proto.to_dict())
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -117,6 +126,10 @@ class ModelMeta:
         out = dataclasses.asdict(self)
         out["options"] = dict(self.options)
         out["calibration"] = dict(self.calibration) if self.calibration is not None else None
+        if self.eval_protocol is None:
+            del out["eval_protocol"]
+        else:
+            out["eval_protocol"] = dict(self.eval_protocol)
         return out
 
     def to_json(self) -> str:
