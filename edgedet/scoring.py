@@ -66,13 +66,15 @@ def as_dataset(data: Any, class_names: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def applied(detector: Any, protocol: EvalProtocol) -> Iterator[Any]:
-    """Run ``detector`` with ``protocol``'s mAP settings inside the block; its own settings
-    (score / IoU threshold, max detections, NMS kind, multi-label) come back afterwards."""
+def applied(detector: Any, protocol: EvalProtocol, *, deploy: bool = False) -> Iterator[Any]:
+    """Run ``detector`` with ``protocol``'s mAP settings (``deploy``: its deployment settings)
+    inside the block; its own settings (score / IoU threshold, max detections, NMS kind,
+    multi-label) come back afterwards."""
     names = ("score_threshold", "iou_threshold", "max_detections", "nms", "multi_label")
     saved = {n: getattr(detector, n) for n in names}
+    settings = protocol.deploy_settings() if deploy else protocol.detector_settings()
     try:
-        for key, value in protocol.detector_settings().items():
+        for key, value in settings.items():
             setattr(detector, key, value)
         check = getattr(detector, "_validate_settings", None)
         if check is not None:

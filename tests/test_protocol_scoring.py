@@ -177,3 +177,41 @@ def test_torch_detector_matches_the_onnx_export(tmp_path: Path, sample_val: Path
         assert a.map50_95 == pytest.approx(b.map50_95, abs=1e-3)
     finally:
         odet.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="the sample model is not built")
+def test_every_command_gives_the_same_number(sample_val: Path):
+    """bench, calibrate, export's check and prune/distill/qat's evaluation score the same model
+    on the same images through one function: the same mAP to the last bit (same runtime, same
+    protocol), and the protocol is in each record."""
+    from edgedet.benchmarks.runner import BenchConfig, run_config
+    from edgedet.calibration.evaluate import score_model
+
+    from edgedet.train.compress_command import evaluate_pair
+    from edgedet.train.export import evaluate_onnx
+
+    with edgedet.load(SAMPLE, runtime="onnxruntime") as det:
+        direct = score(det, sample_val).map50_95
+    record = run_config(
+        BenchConfig(
+            model=str(SAMPLE), data=str(sample_val), runtime="onnxruntime", warmup=0,
+            min_iterations=1, min_seconds=0, max_seconds=1, latency_images=1,
+            throughput_requests=0,
+        )
+    )  # fmt: skip
+    assert record["status"] == "ok", record["reason"]
+    calib = score_model(SAMPLE, sample_val, threads=None)
+    export = evaluate_onnx(SAMPLE, sample_val)
+    pair = pytest.importorskip("torch") and evaluate_pair(SAMPLE, SAMPLE, str(sample_val), None)
+    assert direct > 0.1
+    assert record["accuracy"]["map50_95"] == direct
+    assert calib.map50_95 == direct
+    assert export["map50_95"] == direct
+    assert pair["eval_after"]["map50_95"] == direct
+    expected = family_protocol("edgedet").to_dict()
+    assert record["protocol"] == calib.protocol == export["protocol"] == pair["protocol"] == expected
+    assert record["method"]["accuracy_thresholds"]["iou"] == 0.7
+    # A flag reaches the number: another IoU gives another protocol in the record.
+    other = score_model(SAMPLE, sample_val, threads=None, overrides={"iou_threshold": 0.3})
+    assert other.protocol["iou_threshold"] == 0.3 and other.map50_95 != direct
