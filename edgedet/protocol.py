@@ -319,6 +319,16 @@ def resolve_protocol(
     return base.replace(**given)
 
 
+def deploy_thresholds(meta: Any) -> tuple[float, float]:
+    """(score, NMS IoU) a `Detector` of ``meta`` uses at run time when not told: its protocol's
+    deployment thresholds, or 0.25 / 0.45 for a family without a protocol."""
+    try:
+        proto = resolve_protocol(meta)
+    except InvalidInputError:
+        proto = EvalProtocol()
+    return proto.deploy_score_threshold, proto.deploy_iou_threshold
+
+
 def protocol_of(detector: Any) -> EvalProtocol:
     """The default protocol of a loaded `Detector` (its meta's, else its family's)."""
     return resolve_protocol(detector.meta)

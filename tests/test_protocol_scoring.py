@@ -215,3 +215,16 @@ def test_every_command_gives_the_same_number(sample_val: Path):
     # A flag reaches the number: another IoU gives another protocol in the record.
     other = score_model(SAMPLE, sample_val, threads=None, overrides={"iou_threshold": 0.3})
     assert other.protocol["iou_threshold"] == 0.3 and other.map50_95 != direct
+
+
+def test_detector_defaults_to_the_family_deployment_thresholds(tmp_path: Path):
+    from tests.tiny_models import make_tiny_yolov5, tiny_meta
+
+    model = make_tiny_yolov5(tmp_path / "tiny.onnx", meta=tiny_meta())
+    with edgedet.load(model, runtime="onnxruntime") as det:
+        assert (det.score_threshold, det.iou_threshold) == (0.25, 0.45)  # yolov5 detect.py
+    with edgedet.load(model, runtime="onnxruntime", iou_threshold=0.3) as det:
+        assert det.iou_threshold == 0.3
+    if SAMPLE.is_file():
+        with edgedet.load(SAMPLE, runtime="onnxruntime") as det:
+            assert (det.score_threshold, det.iou_threshold) == (0.25, 0.7)
