@@ -337,6 +337,27 @@ def protocol_of(detector: Any) -> EvalProtocol:
 # -- command-line flags ------------------------------------------------------------------------
 
 
+def _flag_type(field_name: str, kind: type) -> Any:
+    """An argparse ``type`` that checks one protocol field as `EvalProtocol` would, so an
+    out-of-range value fails while parsing, naming the flag."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        try:
+            EvalProtocol(**{field_name: value})
+        except InvalidInputError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """``--eval-conf``, ``--eval-iou``, ``--max-det``, ``--multi-label/--no-multi-label``: the
     mAP protocol overrides shared by bench, calibrate, train, export, prune, distill and qat.
@@ -346,11 +367,14 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
         "how detections are made for mAP; defaults reproduce the model family's published "
         "validator (see `edgedet info MODEL`)",
     )
-    g.add_argument("--eval-conf", type=float, default=None, metavar="S",
+    g.add_argument("--eval-conf", type=_flag_type("score_threshold", float), default=None,
+                   metavar="S",
                    help="score threshold of the mAP pass (Ultralytics/YOLOX: 0.001, NanoDet 0.05)")
-    g.add_argument("--eval-iou", type=float, default=None, metavar="IOU",
+    g.add_argument("--eval-iou", type=_flag_type("iou_threshold", float), default=None,
+                   metavar="IOU",
                    help="NMS IoU of the mAP pass (Ultralytics 0.7, YOLOX 0.65, NanoDet 0.6)")
-    g.add_argument("--max-det", type=int, default=None, metavar="N",
+    g.add_argument("--max-det", type=_flag_type("max_detections", int), default=None,
+                   metavar="N",
                    help="boxes kept per image in the mAP pass (Ultralytics 300)")
     g.add_argument("--multi-label", dest="multi_label", action=argparse.BooleanOptionalAction,
                    default=None, help="one candidate per class above the threshold (mAP pass)")  # fmt: skip

@@ -228,3 +228,23 @@ def test_detector_defaults_to_the_family_deployment_thresholds(tmp_path: Path):
     if SAMPLE.is_file():
         with edgedet.load(SAMPLE, runtime="onnxruntime") as det:
             assert (det.score_threshold, det.iou_threshold) == (0.25, 0.7)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["bench", "--eval-iou", "1.5"], "--eval-iou"),
+        (["calibrate", "m.onnx", "--eval-conf", "-0.1", "--out", "q.onnx"], "--eval-conf"),
+        (["prune", "m.onnx", "--images", "i", "--out", "o.onnx", "--max-det", "0"], "--max-det"),
+        (["export", "c.pt", "--out", "o.onnx", "--eval-iou", "0"], "--eval-iou"),
+        (["train", "--data", "d", "--eval-iou", "x"], "--eval-iou"),
+    ],
+)
+def test_out_of_range_flags_fail_while_parsing(argv, flag, capsys):
+    from edgedet.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err
