@@ -747,13 +747,16 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.out / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            # With the validation protocol resolved (from_dict ignores the extra key).
+            record = {**self.cfg.to_dict(), "eval_protocol": eval_protocol(cfg).to_dict()}
+            (self.out / "train_config.json").write_text(json.dumps(record, indent=2))
         nb = self.batches_per_epoch()
         self.log(
             f"training EdgeDet-{self.model.cfg.size}{'-p2' if self.model.cfg.p2 else ''} "
             f"({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params) on {len(self.train)} images, "
             f"validating on {len(self.val_samples)}, {len(self.class_names)} classes, imgsz {cfg.imgsz}, "
-            f"batch {cfg.batch}x{cfg.accumulate}x{self.world}, {cfg.epochs} epochs, device {self.device}"
+            f"batch {cfg.batch}x{cfg.accumulate}x{self.world}, {cfg.epochs} epochs, device {self.device}; "
+            f"mAP protocol: {eval_protocol(cfg).describe()}"
         )
         ran = 0
         stopped = False

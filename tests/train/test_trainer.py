@@ -328,5 +328,7 @@ def test_validation_scores_through_a_detector_like_the_export(
     with edgedet.load(out, runtime="onnxruntime") as det:
         assert score(det, ds, proto).map50_95 == onnx_map["map50_95"]
     assert eval_protocol() == family_protocol("edgedet")
+    written = json.loads((full_run / "train_config.json").read_text())["eval_protocol"]
+    assert written == family_protocol("edgedet").to_dict()
     with pytest.raises(InvalidInputError, match="--eval-iou"):
         _cfg(Path("d"), tmp_path, eval_iou=1.2).validate()
