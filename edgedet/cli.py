@@ -383,6 +383,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from . import __version__ as version
 
     meta = meta.replace(edgedet_version=version, source=f"imported from {src.name}")
+    from .protocol import protocol_overrides, resolve_protocol
+
+    given = {k: v for k, v in protocol_overrides(args).items() if v is not None}
+    if given:  # record the model's own mAP protocol in its meta (else its family's applies)
+        proto = resolve_protocol(meta, overrides=given)
+        meta = meta.replace(eval_protocol=proto.replace(
+            source=f"edgedet import flags over: {proto.source or 'defaults'}").to_dict())  # fmt: skip
     out = Path(args.out)
     write_onnx_meta(src, out, meta)
     # Prove the written model decodes: load it (no flags) with the first runtime available.
@@ -552,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", type=float, nargs=3)
     p.add_argument("--strides", type=int, nargs="+")
     p.add_argument("--out", required=True)
+    from .protocol import add_protocol_arguments
+
+    add_protocol_arguments(p)  # given: recorded in the meta as the model's own mAP protocol
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("data", help="inspect and convert datasets (COCO, YOLO, VOC, KITTI)")

@@ -248,3 +248,21 @@ def test_out_of_range_flags_fail_while_parsing(argv, flag, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}" in err
+
+
+def test_import_records_a_protocol_in_the_meta(tmp_path: Path):
+    from edgedet.cli import main
+    from edgedet.meta import read_meta
+    from tests.tiny_models import make_tiny_yolov5
+
+    src = make_tiny_yolov5(tmp_path / "bare.onnx")
+    out = tmp_path / "with_protocol.onnx"
+    assert main(["import", str(src), "--family", "yolov5", "--names", "a,b",
+                 "--eval-iou", "0.5", "--out", str(out)]) == 0  # fmt: skip
+    meta = read_meta(out)
+    assert meta is not None and resolve_protocol(meta).iou_threshold == 0.5
+    assert resolve_protocol(meta).multi_label is True  # the rest from the yolov5 family
+    plain = tmp_path / "plain.onnx"
+    assert main(["import", str(src), "--family", "yolov5", "--names", "a,b",
+                 "--out", str(plain)]) == 0  # fmt: skip
+    assert read_meta(plain).eval_protocol is None  # nothing recorded: the family's applies
