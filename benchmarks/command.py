@@ -160,25 +160,25 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="classes whose recall is reported on its own (default: road-scene classes)",
     )
     g.add_argument(
-        "--multi-label",
-        action="store_true",
-        help="let a box count for several classes in the accuracy pass",
-    )
-    g.add_argument(
         "--iou",
         type=float,
-        default=0.45,
-        help="NMS IoU threshold in both passes (default 0.45; Ultralytics' validator uses 0.7)",
+        default=None,
+        help="deployment NMS IoU of the latency pass (default: the model family's, e.g. "
+        "Ultralytics 0.7, YOLOX 0.45); the mAP pass uses --eval-iou",
     )
     g.add_argument(
         "--conf",
         type=float,
-        default=0.25,
-        help="deployment score threshold: latency pass, precision / recall / F1 (default 0.25)",
+        default=None,
+        help="deployment score threshold: latency pass, precision / recall / F1 (default: the "
+        "model family's, 0.25 for most)",
     )
     g.add_argument(
         "--sweep", default=None, metavar="FILE.yaml", help="YAML sweep file with per-model settings"
     )
+    from edgedet.protocol import add_protocol_arguments
+
+    add_protocol_arguments(parser)
     m = parser.add_argument_group("method")
     m.add_argument("--warmup", type=int, default=10, help="untimed warm-up iterations (default 10)")
     m.add_argument(
@@ -264,7 +264,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="Y",
-        help="fail when p50 latency grows by more than Y (fraction, 0.1 = 10%%)",
+        help="fail when p50 latency grows by more than Y (fraction, 0.1 = 10%%) and beyond the "
+        "spread both runs measured (new rounds all slower than old rounds with --repeat, else "
+        "new p50 above old p90)",
     )
     parser.add_argument(
         "--bootstrap",
@@ -317,6 +319,9 @@ def _configs(args: argparse.Namespace) -> list[Any]:
         if args.safety_classes
         else None,
         "multi_label": args.multi_label,
+        "eval_conf": args.eval_conf,
+        "eval_iou": args.eval_iou,
+        "max_det": args.max_det,
         "iou_threshold": args.iou,
         "deploy_threshold": args.conf,
         "warmup": args.warmup,
@@ -411,6 +416,11 @@ def run_bench(args: argparse.Namespace) -> int:
         if not Path(m).is_file():
             return _err(f"edgedet bench: model file not found: {m}")
     try:
+        from edgedet.protocol import EvalProtocol, protocol_overrides
+
+        # Out-of-range protocol values fail here, naming the flag, before anything runs.
+        EvalProtocol().replace(**protocol_overrides(args))
+        EvalProtocol().replace(deploy_score_threshold=args.conf, deploy_iou_threshold=args.iou)
         configs = _configs(args)
     except EdgedetError as err:
         return _err(f"edgedet bench: {err}")

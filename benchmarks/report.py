@@ -148,6 +148,32 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
     return lines
 
 
+def _protocol_lines(ok: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``## Evaluation protocol``: how each model's mAP detections were made (one line per
+    distinct model and protocol; `edgedet.protocol`)."""
+    from edgedet.protocol import EvalProtocol
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for r in ok:
+        raw = r.get("protocol")
+        if not isinstance(raw, dict):
+            continue
+        try:
+            proto = EvalProtocol.from_dict(raw)
+        except ValueError:
+            continue
+        line = (
+            f"- {r.get('model_name')} ({r.get('family')}): {proto.describe()}; deployment "
+            f"score {proto.deploy_score_threshold:g}, IoU {proto.deploy_iou_threshold:g}"
+            + (f". Source: {_md_escape(proto.source)}" if proto.source else "")
+        )
+        if line not in seen:
+            seen.add(line)
+            out.append(line)
+    return ["", "## Evaluation protocol", "", *out] if out else []
+
+
 def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     """``results.md``: summary table, per-class AP and safety recall, hosts and method."""
     header, rows = table_rows(records)
@@ -254,6 +280,7 @@ def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
         )
     if mapping_lines:
         lines += ["", "## Class mapping", "", *mapping_lines]
+    lines += _protocol_lines(ok)
     lines += ["", "## Hosts", ""]
     seen: set[str] = set()
     for r in records:

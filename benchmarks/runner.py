@@ -10,10 +10,13 @@ instead of ending the sweep.
 Order inside one configuration:
 
 1. cold start: `edgedet.load` timed (reading the file, building / compiling the session);
-2. accuracy pass: every dataset image at score threshold 0.001 (mAP needs the low-score tail),
-   ``multi_label`` as configured, through `edgedet.metrics.evaluate`; precision / recall / F1
-   are taken at the deployment threshold from the same detections;
-3. latency pass at the deployment thresholds (score 0.25, one label per box) on a fixed set of
+2. accuracy pass: every dataset image through `edgedet.scoring.score` under the model's
+   `EvalProtocol` (its family's published validator, e.g. Ultralytics: score 0.001, IoU 0.7,
+   multi-label, 300 boxes; ``eval_conf`` / ``eval_iou`` / ``max_det`` / ``multi_label``
+   override it), recorded as ``record["protocol"]``; precision / recall / F1 are taken at the
+   deployment threshold from the same detections;
+3. latency pass at the deployment thresholds (the protocol's, or ``deploy_threshold`` /
+   ``iou_threshold``; one label per box) on a fixed set of
    dataset images decoded beforehand (`latency.measure_latency`), with power / clocks sampled
    around it (`system.PowerMonitor`);
 4. throughput with several requests in flight when the runtime has an async API.
@@ -50,8 +53,6 @@ from .system import PowerMonitor, host_info
 THREADED_RUNTIMES = frozenset({"onnxruntime", "openvino"})
 PRECISION_OPTIONS = {"openvino": ("fp32", "fp16", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-#: Score threshold of the accuracy pass (mAP integrates over the whole score range).
-MAP_SCORE_THRESHOLD = 0.001
 
 
 class SkipConfig(Exception):
@@ -75,9 +76,14 @@ class BenchConfig:
     images: int | None = None  # evaluate on this many dataset images (None: all)
     aliases: dict[str, str] | None = None  # model class name -> dataset class name
     safety_classes: list[str] | None = None
-    multi_label: bool = False
-    deploy_threshold: float = 0.25
-    iou_threshold: float = 0.45
+    # Evaluation protocol overrides of the accuracy pass (None: the model's protocol).
+    multi_label: bool | None = None
+    eval_conf: float | None = None
+    eval_iou: float | None = None
+    max_det: int | None = None
+    # Deployment thresholds of the latency pass and P/R/F1 (None: the model's protocol's).
+    deploy_threshold: float | None = None
+    iou_threshold: float | None = None
     warmup: int = 10
     min_iterations: int = 50
     min_seconds: float = 3.0
@@ -253,9 +259,6 @@ def _load(config: BenchConfig, carried_meta: bool) -> tuple[Any, float]:
             device=config.device,
             family=None if carried_meta else config.family,
             runtime_options=opts,
-            score_threshold=MAP_SCORE_THRESHOLD,
-            iou_threshold=config.iou_threshold,
-            multi_label=config.multi_label,
             **overrides,
         )
     except (RuntimeUnavailableError, InvalidInputError) as err:
@@ -289,54 +292,78 @@ def load_detections(path: str | Path) -> dict[int, Any]:
     }
 
 
-def _accuracy_pass(det: Any, dataset: Any, config: BenchConfig) -> tuple[dict[int, Any], float]:
-    dets: dict[int, Any] = {}
-    step = det.fixed_batch or config.batch
-    samples = list(dataset.samples)
-    t0 = time.perf_counter()
-    for start in range(0, len(samples), step):
-        chunk = samples[start : start + step]
-        images = [dataset.read_image(s) for s in chunk]
-        for s, d in zip(chunk, det.predict_batch(images, batch_size=step)):
-            dets[s.image_id] = d
-    return dets, time.perf_counter() - t0
+def _safety_classes(config: BenchConfig) -> tuple[str, ...]:
+    from edgedet.metrics import DEFAULT_SAFETY_CLASSES
+
+    if config.safety_classes is not None:
+        return tuple(config.safety_classes)
+    return DEFAULT_SAFETY_CLASSES
 
 
 def _evaluate(
-    det: Any, dataset: Any, dets: dict[int, Any], config: BenchConfig, backend: str
+    det: Any, dataset: Any, dets: dict[int, Any], config: BenchConfig, backend: str, protocol: Any
 ) -> Any:
-    from edgedet.metrics import DEFAULT_SAFETY_CLASSES, evaluate
+    """The same detections scored by another COCO backend (``cross_check``)."""
+    from edgedet.metrics import evaluate
 
     return evaluate(
         dataset,
         dets,
         det.class_names,
         aliases=config.aliases,
-        safety_classes=(
-            tuple(config.safety_classes)
-            if config.safety_classes is not None
-            else DEFAULT_SAFETY_CLASSES
-        ),
-        deploy_threshold=config.deploy_threshold,
+        safety_classes=_safety_classes(config),
+        deploy_threshold=protocol.deploy_score_threshold,
         backend=backend,
     )
 
 
-def _accuracy(det: Any, dataset: Any, config: BenchConfig, record: dict[str, Any]) -> None:
-    """The accuracy pass: detections at score 0.001 over the dataset, then `evaluate`."""
-    dets, acc_s = _accuracy_pass(det, dataset, config)
-    record["accuracy_pass_s"] = acc_s
+def protocol_for(det: Any, config: BenchConfig) -> Any:
+    """The `EvalProtocol` of ``det`` (its meta's, else its family's) with the config's
+    overrides on top: ``eval_conf`` / ``eval_iou`` / ``max_det`` / ``multi_label`` for the
+    accuracy pass, ``deploy_threshold`` / ``iou_threshold`` for the latency pass."""
+    from edgedet.protocol import resolve_protocol
+
+    return resolve_protocol(
+        det.meta,
+        overrides={
+            "score_threshold": config.eval_conf,
+            "iou_threshold": config.eval_iou,
+            "max_detections": config.max_det,
+            "multi_label": config.multi_label,
+            "deploy_score_threshold": config.deploy_threshold,
+            "deploy_iou_threshold": config.iou_threshold,
+        },
+    )
+
+
+def _accuracy(
+    det: Any, dataset: Any, config: BenchConfig, record: dict[str, Any], protocol: Any
+) -> None:
+    """The accuracy pass: `edgedet.scoring.score` over the dataset under ``protocol``."""
+    from edgedet.scoring import score
+
+    result = score(
+        det,
+        dataset,
+        protocol,
+        batch=config.batch,
+        aliases=config.aliases,
+        safety_classes=_safety_classes(config),
+        backend=config.eval_backend,
+        data_flag="--data",
+    )
+    dets, report = result.detections, result.report
+    record["accuracy_pass_s"] = result.seconds
     if config.save_detections:
         from edgedet.meta import atomic_write_bytes
 
         atomic_write_bytes(config.save_detections, json.dumps(_detections_to_json(dets)).encode())
         record["detections_file"] = config.save_detections
-    report = _evaluate(det, dataset, dets, config, config.eval_backend)
     record["accuracy"] = {**report.to_dict(), "backend": config.eval_backend}
     record["class_names"] = list(det.class_names)
     if config.cross_check:
         other = "pycocotools" if config.eval_backend != "pycocotools" else "faster-coco-eval"
-        check = _evaluate(det, dataset, dets, config, other)
+        check = _evaluate(det, dataset, dets, config, other, protocol)
         keys = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large")
         diffs = [
             abs(getattr(report, k) - getattr(check, k))
@@ -409,13 +436,15 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
         det.predict_batch([first] * config.batch, batch_size=config.batch)
         record["first_inference_ms"] = (time.perf_counter_ns() - t0) / 1e6
 
+        protocol = protocol_for(det, config)
+        record["protocol"] = protocol.to_dict()
         if config.accuracy:
-            _accuracy(det, dataset, config, record)
+            _accuracy(det, dataset, config, record, protocol)
         else:
             record["accuracy_reason"] = "accuracy pass not run (a later --repeat round)"
 
-        det.score_threshold = config.deploy_threshold
-        det.multi_label = False
+        for key, value in protocol.deploy_settings().items():
+            setattr(det, key, value)  # latency and throughput run at the deployment settings
         n_lat = min(config.latency_images, len(dataset))
         lat_images = [dataset.read_image(s) for s in dataset.samples[:n_lat]]
         monitor = PowerMonitor().start()
@@ -468,14 +497,16 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
             "max_seconds": config.max_seconds,
             "latency_images": n_lat,
             "latency_thresholds": {
-                "score": config.deploy_threshold,
-                "iou": config.iou_threshold,
+                "score": protocol.deploy_score_threshold,
+                "iou": protocol.deploy_iou_threshold,
                 "multi_label": False,
             },
             "accuracy_thresholds": {
-                "score": MAP_SCORE_THRESHOLD,
-                "iou": config.iou_threshold,
-                "multi_label": config.multi_label,
+                "score": protocol.score_threshold,
+                "iou": protocol.iou_threshold,
+                "multi_label": protocol.multi_label,
+                "max_detections": protocol.max_detections,
+                "nms": protocol.nms,
             },
             "outliers": "none removed",
             "process": "one process per configuration",

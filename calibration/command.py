@@ -45,6 +45,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", help="labelled validation dataset: mAP before/after, budgets")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--val-names", help="class names of --val when it has none (YOLO: coco)")
+    from edgedet.protocol import add_protocol_arguments
+
+    add_protocol_arguments(p)  # how --val is scored (default: the model family's validator)
     p.add_argument("--symmetric", action="store_true", help="symmetric int8 activations")
     p.add_argument(
         "--scope",
@@ -271,6 +274,8 @@ def _score(
     safety: Sequence[str],
     progress: Any = None,
 ) -> Any:
+    from edgedet.protocol import protocol_overrides
+
     from .evaluate import score_model
 
     rt = "onnxruntime" if runtime == "tensorrt" else runtime
@@ -284,6 +289,7 @@ def _score(
         safety_classes=safety or None,
         latency=latency,
         progress=progress,
+        overrides=protocol_overrides(args),
     )
 
 
@@ -546,6 +552,8 @@ def _pct(v: Any) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    from edgedet.protocol import EvalProtocol
+
     spec = report.get("spec", {})
     images = report.get("images", {})
     lines = [
@@ -577,6 +585,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| p50 latency (ms, end to end) | {f.get('latency_p50_ms') and round(f['latency_p50_ms'], 1)} | {q.get('latency_p50_ms') and round(q['latency_p50_ms'], 1)} |",
             "",
             f"INT8 keeps {acc['retained_pct']}% of the float mAP50-95 ({acc['map_drop_points']} points lost).",
+            *(
+                [f"mAP protocol: {EvalProtocol.from_dict(f['protocol']).describe()}."]
+                if f.get("protocol")
+                else []
+            ),
             *(
                 [
                     f"95% paired bootstrap interval of the loss over the {d['images']} validation "

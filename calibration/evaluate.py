@@ -1,8 +1,7 @@
 """Score a model (float or INT8) the way the benchmark harness does: mAP on a labelled dataset
-through `edgedet.metrics.evaluate`, and p50 latency through `edgedet.benchmarks.latency`.
-
-Detections for mAP are taken at score threshold 0.001 (the COCO evaluator integrates the whole
-precision/recall curve), class-aware NMS at IoU 0.45, as `edgedet bench` does.
+through `edgedet.scoring.score` under the model's `EvalProtocol` (its family's published
+validator unless overridden, e.g. YOLOX: score 0.001, class-aware NMS IoU 0.65), and p50
+latency through `edgedet.benchmarks.latency`.
 """
 
 from __future__ import annotations
@@ -14,10 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from edgedet.bootstrap import DEFAULT_RESAMPLES
-from edgedet.errors import InvalidInputError
-
-MAP_SCORE_THRESHOLD = 0.001
-IOU_THRESHOLD = 0.45
 
 
 @dataclass
@@ -34,9 +29,11 @@ class Score:
     # What the mAP was computed from, for `drop_interval` (not written to reports).
     detections: dict[int, Any] | None = field(default=None, repr=False, compare=False)
     class_names: tuple[str, ...] = ()
+    protocol: dict[str, Any] | None = None  # the `EvalProtocol` the mAP was computed under
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "protocol": self.protocol,
             "map50_95": _safe(self.map50_95),
             "map50": _safe(self.map50),
             "per_class_ap": {k: _safe(v) for k, v in self.per_class_ap.items()},
@@ -60,8 +57,9 @@ def load_for_eval(
     threads: int | None = 2,
     runtime_options: Mapping[str, Any] | None = None,
 ) -> Any:
-    """A Detector set up for mAP (score 0.001, IoU 0.45); ``family`` / ``names`` only apply to
-    models without edgedet meta."""
+    """A Detector of ``model`` (its deployment settings; `score_detector` applies the mAP
+    protocol for the accuracy pass); ``family`` / ``names`` only apply to models without
+    edgedet meta."""
     import edgedet
     from edgedet.meta import read_meta
 
@@ -78,30 +76,15 @@ def load_for_eval(
         runtime=runtime,
         family=None if carried is not None else family,
         runtime_options=opts,
-        score_threshold=MAP_SCORE_THRESHOLD,
-        iou_threshold=IOU_THRESHOLD,
         **overrides,
     )
 
 
 def load_dataset(data: Any, class_names: Any = None) -> Any:
     """A `DetectionDataset` from a path (``class_names`` for YOLO folders without names)."""
-    if isinstance(data, (str, Path)):
-        from edgedet.data import load_dataset as _load
+    from edgedet.scoring import as_dataset
 
-        return _load(data, class_names=class_names) if class_names else _load(data)
-    return data
-
-
-def predict_dataset(det: Any, dataset: Any, progress: Any = None) -> dict[int, Any]:
-    """``{image_id: Detections}`` over every sample."""
-    out: dict[int, Any] = {}
-    total = len(dataset.samples)
-    for i, sample in enumerate(dataset.samples):
-        out[sample.image_id] = det(dataset.read_image(sample))
-        if progress is not None:
-            progress(i + 1, total)
-    return out
+    return as_dataset(data, class_names)
 
 
 def score_detector(
@@ -111,32 +94,42 @@ def score_detector(
     safety_classes: Sequence[str] | None = None,
     latency: bool = False,
     progress: Any = None,
+    protocol: Any = None,
+    overrides: Mapping[str, Any] | None = None,
+    samples: Sequence[Any] | None = None,
 ) -> Score:
-    """mAP of ``det`` on ``dataset`` (and p50 latency on 8 of its images if asked)."""
-    from edgedet.metrics import DEFAULT_SAFETY_CLASSES, evaluate
+    """mAP of ``det`` on ``dataset`` through `edgedet.scoring.score` under ``protocol``
+    (default: the detector's own, `edgedet.protocol.resolve_protocol`, with ``overrides`` from
+    the flags on top), and p50 latency on 8 of its images if asked."""
+    from edgedet.metrics import DEFAULT_SAFETY_CLASSES
+    from edgedet.protocol import resolve_protocol
+    from edgedet.scoring import score
 
     dataset = load_dataset(dataset)
-    if not dataset.samples:
-        raise InvalidInputError(f"validation dataset {dataset.name!r} has no images")
-    dets = predict_dataset(det, dataset, progress)
-    report = evaluate(
+    proto = protocol or resolve_protocol(det.meta, overrides=overrides)
+    result = score(
+        det,
         dataset,
-        dets,
-        det.class_names,
+        proto,
+        samples=samples,
         safety_classes=tuple(safety_classes) if safety_classes else DEFAULT_SAFETY_CLASSES,
+        progress=progress,
+        data_flag="--val",
     )
-    score = Score(
+    report = result.report
+    out = Score(
         map50_95=float(report.map50_95),
         map50=float(report.map50),
         per_class_ap=dict(report.per_class_ap),
         safety_recall=dict(report.safety_recall),
-        images=len(dataset.samples),
-        detections=dets,
-        class_names=tuple(det.class_names),
+        images=result.images,
+        detections=result.detections,
+        class_names=result.class_names,
+        protocol=proto.to_dict(),
     )
     if latency:
-        score.latency_p50_ms, score.infer_p50_ms = p50_latency(det, dataset)
-    return score
+        out.latency_p50_ms, out.infer_p50_ms = p50_latency(det, dataset)
+    return out
 
 
 def p50_latency(det: Any, dataset: Any, images: int = 8) -> tuple[float, float]:
@@ -160,13 +153,16 @@ def score_model(
     safety_classes: Sequence[str] | None = None,
     latency: bool = False,
     progress: Any = None,
+    protocol: Any = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Score:
     """Load ``model`` on ``runtime`` and `score_detector` it."""
     det = load_for_eval(model, runtime=runtime, family=family, names=names, threads=threads)
     try:
         return score_detector(
-            det, dataset, safety_classes=safety_classes, latency=latency, progress=progress
-        )
+            det, dataset, safety_classes=safety_classes, latency=latency, progress=progress,
+            protocol=protocol, overrides=overrides,
+        )  # fmt: skip
     finally:
         det.close()
 

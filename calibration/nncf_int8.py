@@ -285,9 +285,7 @@ def make_validation_fn(
     import openvino as ov
 
     from edgedet.detector import Detector
-    from edgedet.metrics import evaluate
-
-    from .evaluate import IOU_THRESHOLD, MAP_SCORE_THRESHOLD
+    from edgedet.scoring import score
 
     class _Compiled:  # the smallest runtime Detector accepts, around a compiled model
         name = "openvino"
@@ -325,16 +323,8 @@ def make_validation_fn(
             compiled = ov.Core().compile_model(
                 compiled, "CPU", {"INFERENCE_NUM_THREADS": threads or 0}
             )
-        det = Detector(
-            _Compiled(compiled),
-            meta,
-            score_threshold=MAP_SCORE_THRESHOLD,
-            iou_threshold=IOU_THRESHOLD,
-        )
-        samples = list(samples)
-        dets = {s.image_id: det(dataset.read_image(s)) for s in samples}
-        report = evaluate(dataset, dets, det.class_names, image_ids=[s.image_id for s in samples])
-        return float(report.map50_95), None
+        det = Detector(_Compiled(compiled), meta)
+        return score(det, dataset, samples=list(samples)).map50_95, None
 
     return validate
 

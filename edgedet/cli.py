@@ -54,8 +54,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="runtime inference precision, e.g. fp32/bf16/fp16 (OpenVINO), fp16/int8 (TensorRT)",
     )
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument(
+        "--conf", type=float, default=None,
+        help="score threshold (default: the model family's, 0.25 for most; see edgedet info)",
+    )  # fmt: skip
+    p.add_argument(
+        "--iou", type=float, default=None,
+        help="NMS IoU threshold (default: the model family's, e.g. 0.7 Ultralytics, 0.45 YOLOX)",
+    )  # fmt: skip
 
 
 def load_from_args(args: argparse.Namespace, model: str | Path) -> Any:
@@ -356,6 +362,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         else {AUTO_BY_SUFFIX.get(path.suffix.lower(), "")}
     )
     info["runtimes"] = {name: probe(name) for name in sorted(c for c in candidates if c)}
+    if meta:
+        from .protocol import resolve_protocol
+
+        try:
+            info["eval_protocol"] = resolve_protocol(meta).to_dict()
+        except EdgedetError as err:
+            info["eval_protocol_error"] = str(err)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -373,6 +386,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         if meta.calibration:
             con.print(f"  calibration: {shown(json.dumps(dict(meta.calibration)), 300)}")
+        if info.get("eval_protocol"):
+            from .protocol import EvalProtocol
+
+            proto = EvalProtocol.from_dict(info["eval_protocol"])
+            con.print(
+                f"  mAP protocol: {proto.describe()} · deployment score "
+                f"{proto.deploy_score_threshold:g}, IoU {proto.deploy_iou_threshold:g}"
+            )
+            if proto.source:
+                con.print(f"    ({shown(proto.source)})")
     else:
         con.print(
             f"  [yellow]no edgedet meta[/] {shown(info.get('meta_error', ''), 600)}: load it with --family, or run `edgedet import`"
@@ -441,6 +464,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from . import __version__ as version
 
     meta = meta.replace(edgedet_version=version, source=f"imported from {src.name}")
+    from .protocol import protocol_overrides, resolve_protocol
+
+    given = {k: v for k, v in protocol_overrides(args).items() if v is not None}
+    if given:  # record the model's own mAP protocol in its meta (else its family's applies)
+        proto = resolve_protocol(meta, overrides=given)
+        meta = meta.replace(eval_protocol=proto.replace(
+            source=f"edgedet import flags over: {proto.source or 'defaults'}").to_dict())  # fmt: skip
     import os
 
     from .workdir import check_out_file, temp_beside
@@ -613,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--std", type=float, nargs=3)
     p.add_argument("--strides", type=int, nargs="+")
     p.add_argument("--out", required=True)
+    from .protocol import add_protocol_arguments
+
+    add_protocol_arguments(p)  # given: recorded in the meta as the model's own mAP protocol
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("data", help="inspect and convert datasets (COCO, YOLO, VOC, KITTI)")

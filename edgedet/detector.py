@@ -48,8 +48,9 @@ class StreamResult:
 class Detector:
     """Runs one detector model on BGR uint8 images; returns `Detections` in original pixels.
 
-    Settings (attributes you may change between calls): ``score_threshold`` (0.25),
-    ``iou_threshold`` (0.45), ``max_detections`` (300), ``classes`` (ids or names to keep; None
+    Settings (attributes you may change between calls): ``score_threshold`` and
+    ``iou_threshold`` (default: the family's deployment thresholds, `edgedet.protocol`, e.g.
+    0.25 / 0.7 for Ultralytics, 0.25 / 0.45 for YOLOX), ``max_detections`` (300), ``classes`` (ids or names to keep; None
     keeps all), ``nms`` (one of ``class_aware``, ``agnostic``, ``soft_linear``,
     ``soft_gaussian``, ``diou``, ``none``), ``multi_label`` (a box may count for several
     classes; use it for mAP, not deployment).
@@ -60,8 +61,8 @@ class Detector:
         runtime: Any,
         meta: ModelMeta,
         *,
-        score_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
         max_detections: int = 300,
         classes: Sequence[int | str] | None = None,
         nms: str = "class_aware",
@@ -86,6 +87,12 @@ class Detector:
                 f"the model predicts {self.decoder.num_classes} classes but has "
                 f"{len(meta.class_names)} class names; pass names=... with {self.decoder.num_classes} names"
             )
+        if score_threshold is None or iou_threshold is None:
+            from .protocol import deploy_thresholds
+
+            score_default, iou_default = deploy_thresholds(meta)
+            score_threshold = score_default if score_threshold is None else score_threshold
+            iou_threshold = iou_default if iou_threshold is None else iou_threshold
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
@@ -564,8 +571,8 @@ def load(
     family: str | None = None,
     meta: ModelMeta | None = None,
     runtime_options: Mapping[str, Any] | None = None,
-    score_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
+    score_threshold: float | None = None,
+    iou_threshold: float | None = None,
     max_detections: int = 300,
     classes: Sequence[int | str] | None = None,
     nms: str = "class_aware",
@@ -583,6 +590,8 @@ def load(
         device: runtime device (``cpu``, ``cuda:0``, ``CPU``, ``GPU``, ``dla:0``...).
         family: decoder family for models without edgedet meta (``yolox``, ``nanodet``...).
         runtime_options: passed to the runtime (``threads``, ``precision``, ``cache_dir``...).
+        score_threshold / iou_threshold: None: the family's deployment thresholds
+            (`edgedet.protocol`; ``edgedet info MODEL`` shows them).
         meta_overrides: `ModelMeta` fields to override (``names="coco"``, ``input_size``...).
     """
     path = Path(model) if isinstance(model, (str, Path)) else None

@@ -121,6 +121,10 @@ class ModelMeta:
     calibration: Mapping[str, Any] | None = None
     source: str = "edgedet"
     edgedet_version: str = ""
+    #: Optional `edgedet.protocol.EvalProtocol` as a dict: how this model is scored for mAP
+    #: (overrides its family's default). Left out of the JSON when None, so files without it
+    #: stay readable by edgedet versions that predate the field.
+    eval_protocol: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -180,6 +184,11 @@ class ModelMeta:
             v.short_string(self.input_name, "ModelMeta.input_name", 4096)
         v.short_string(self.source, "ModelMeta.source", 4096)
         v.short_string(self.edgedet_version, "ModelMeta.edgedet_version")
+        if self.eval_protocol is not None:
+            from .protocol import EvalProtocol
+
+            proto = EvalProtocol.from_dict(self.eval_protocol, where="ModelMeta.eval_protocol")
+            object.__setattr__(self, "eval_protocol", proto.to_dict())
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -187,6 +196,10 @@ class ModelMeta:
         out = dataclasses.asdict(self)
         out["options"] = dict(self.options)
         out["calibration"] = dict(self.calibration) if self.calibration is not None else None
+        if self.eval_protocol is None:
+            del out["eval_protocol"]
+        else:
+            out["eval_protocol"] = dict(self.eval_protocol)
         return out
 
     def to_json(self) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgedet.errors import IncompatibleModelError, InvalidInputError
 from edgedet.meta import ModelMeta
+from edgedet.protocol import EvalProtocol
 from edgedet.validate import brief
 
 
@@ -71,12 +72,15 @@ class Family:
     ``preset`` holds `ModelMeta` fields (color, scale, mean, std, letterbox, pad_value,
     strides, class_names, options); ``make_decoder(meta, output_specs, input_hw)`` builds the
     decoder and must raise `IncompatibleModelError` when the outputs do not fit the family.
+    ``protocol`` is how the family's authors validate it (`edgedet.protocol`): the default for
+    every mAP edgedet reports; None means the user must give one (``--eval-conf/--eval-iou``).
     """
 
     name: str
     make_decoder: DecoderFactory
     preset: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    protocol: EvalProtocol | None = None
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgedet import protocol
 from edgedet.meta import ModelMeta
 
 from .base import Family, OutputSpecLike, output_mismatch
@@ -76,5 +77,6 @@ FAMILY = Family(
         "pad_value": 114,
         "strides": (8, 16, 32),
     },
+    protocol=protocol.EDGEDET,
     description="edgedet's own anchor-free detector: one output [B, N, 4 + nc], xyxy px + sigmoid scores",
 )

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from edgedet import protocol
 from edgedet.meta import ModelMeta
 
 from .base import Candidates, Family, OutputSpecLike, output_mismatch
@@ -118,5 +119,6 @@ FAMILY = Family(
     name="end2end",
     make_decoder=make_end2end_decoder,
     preset={"color": "RGB", "scale": 1 / 255, "letterbox": "center", "pad_value": 114},
+    protocol=protocol.END2END,
     description="models with NMS in the graph: [B, K, 6] or boxes/scores/classes outputs",
 )

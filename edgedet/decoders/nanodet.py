@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from edgedet import protocol
 from edgedet.meta import COCO80, ModelMeta
 
 from .base import Candidates, Family, OutputSpecLike, grid_centers, output_mismatch, select_scores
@@ -131,5 +132,6 @@ FAMILY = Family(
         "class_names": COCO80,
         "options": {"reg_max": 7, "center_offset": 0.5},
     },
+    protocol=protocol.NANODET,
     description="NanoDet / NanoDet-m (GFL head) with per-level score and distribution outputs",
 )

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from edgedet import protocol
 from edgedet.boxes import cxcywh_to_xyxy
 from edgedet.meta import COCO80, ModelMeta
 
@@ -119,5 +120,6 @@ FAMILY = Family(
         "strides": (8, 16, 32),
         "class_names": COCO80,
     },
+    protocol=protocol.YOLOV5,
     description="YOLOv5 / YOLOv7 exports, output [B, N, 5+nc] with objectness",
 )

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from edgedet import protocol
 from edgedet.boxes import cxcywh_to_xyxy
 from edgedet.meta import ModelMeta
 
@@ -91,5 +92,6 @@ FAMILY = Family(
         "pad_value": 114,
         "strides": (8, 16, 32),
     },
+    protocol=protocol.ULTRALYTICS,
     description="Ultralytics YOLOv8 / YOLO11 detect exports, output [B, 4+nc, N]",
 )

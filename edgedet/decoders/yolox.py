@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgedet import protocol
 from edgedet.meta import COCO80, ModelMeta
 
 from .base import Family, OutputSpecLike, grid_centers, output_mismatch
@@ -57,5 +58,6 @@ FAMILY = Family(
         "strides": (8, 16, 32),
         "class_names": COCO80,
     },
+    protocol=protocol.YOLOX,
     description="YOLOX (Megvii) exports with raw grid outputs [B, N, 5+nc]",
 )

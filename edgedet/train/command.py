@@ -106,6 +106,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="class names for a YOLO folder without data.yaml ('coco', a file, a,b,c)",
     )
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
+    from edgedet.protocol import add_protocol_arguments
+
+    add_protocol_arguments(p)
     p.add_argument(
         "--max-train-images", type=int, default=None, help="use only the first N training images"
     )
@@ -132,7 +135,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed, device=args.device, workers=args.workers, threads=args.threads,
         out=args.out, save_every=args.save_every, amp=not args.no_amp, resume=args.resume,
         from_ckpt=args.from_ckpt, max_train_images=args.max_train_images, names=args.names,
-        eval_every=args.eval_every,
+        eval_every=args.eval_every, eval_conf=args.eval_conf, eval_iou=args.eval_iou,
+        max_det=args.max_det, multi_label=args.multi_label,
     )  # fmt: skip
 
 
@@ -159,6 +163,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-ema", action="store_true", help="export the raw weights instead of the EMA"
     )
+    p.add_argument(
+        "--val", default=None, help="labelled dataset: score the exported file (ONNX Runtime)"
+    )
+    from edgedet.protocol import add_protocol_arguments
+
+    add_protocol_arguments(p)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -172,6 +182,17 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {res['path']} ({res['bytes'] / 1e6:.2f} MB); ONNX Runtime vs torch max abs diff "
         f"{res['max_abs_diff']:.2e} (boxes px and scores)"
     )
+    if getattr(args, "val", None):
+        from edgedet.protocol import EvalProtocol, protocol_overrides
+
+        from .export import evaluate_onnx
+
+        ev = evaluate_onnx(res["path"], args.val, overrides=protocol_overrides(args))
+        proto = EvalProtocol.from_dict(ev["protocol"])
+        print(
+            f"{res['path']} on {args.val}: mAP50-95 {ev['map50_95']:.4f} mAP50 "
+            f"{ev['map50']:.4f} (ONNX Runtime; protocol: {proto.describe()})"
+        )
     return 0
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from edgedet.errors import EdgedetError, InvalidInputError, ModelLoadError, TrainingError
 from edgedet.meta import ModelMeta, atomic_write_bytes
+from edgedet.protocol import protocol_overrides
 
 if TYPE_CHECKING:  # torch is imported inside the functions: add_*_arguments must work without it
     import torch
@@ -148,32 +149,31 @@ def export_model(
 
 
 def _predict_file(
-    path: Path, data: str, family: str | None, threads: int
-) -> tuple[dict[str, float], dict[int, Any], tuple[str, ...], Any]:
-    """(mAP50-95 / mAP50 / end-to-end p50 on ONNX Runtime, detections, class names, dataset) of
-    one ONNX file: score 0.001, class-aware NMS IoU 0.65."""
+    path: Path,
+    data: str,
+    family: str | None,
+    threads: int,
+    protocol: Any = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[dict[str, float], dict[int, Any], tuple[str, ...], Any, Any]:
+    """(mAP50-95 / mAP50 / end-to-end p50 on ONNX Runtime, detections, class names, dataset,
+    protocol) of one ONNX file, scored by `edgedet.scoring.score` under ``protocol`` (default:
+    the model's own, `edgedet.protocol.resolve_protocol`, with ``overrides`` from the flags)."""
     import edgedet
-    from edgedet.data import load_dataset
+    from edgedet.calibration.evaluate import p50_latency
     from edgedet.meta import read_meta
-    from edgedet.metrics import evaluate
+    from edgedet.protocol import resolve_protocol
+    from edgedet.scoring import as_dataset, score
 
     fam = None if read_meta(path) is not None else family
-    det = edgedet.load(
-        path, family=fam, runtime_options={"threads": threads},
-        score_threshold=0.001, iou_threshold=0.65,
-    )  # fmt: skip
+    det = edgedet.load(path, family=fam, runtime_options={"threads": threads})
     try:
-        ds = load_dataset(data)
-        preds = {s.image_id: det(ds.read_image(s)) for s in ds.samples}
-        rep = evaluate(ds, preds, det.class_names)
-        out = {"map50_95": float(rep.map50_95), "map50": float(rep.map50)}
-        try:
-            from calibration.evaluate import p50_latency
-
-            out["e2e_p50_ms"], out["infer_p50_ms"] = p50_latency(det, ds)
-        except ImportError:
-            pass
-        return out, preds, tuple(det.class_names), ds
+        ds = as_dataset(data)
+        proto = protocol or resolve_protocol(det.meta, overrides=overrides)
+        res = score(det, ds, proto, data_flag="--val")
+        out = {"map50_95": res.map50_95, "map50": res.map50}
+        out["e2e_p50_ms"], out["infer_p50_ms"] = p50_latency(det, ds)
+        return out, res.detections, tuple(det.class_names), ds, proto
     finally:
         det.close()
 
@@ -185,17 +185,22 @@ def evaluate_pair(
     family: str | None,
     threads: int = 2,
     before_family: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``eval_before`` and ``eval_after`` (the numbers of `_predict_file`), and ``map_kept``: the
+    """``eval_before`` and ``eval_after`` (the numbers of `_predict_file`), ``protocol`` (the
+    compressed model's `EvalProtocol`, used for both, ``overrides`` from the flags on top), and
+    ``map_kept``: the
     share of mAP50-95 the compressed model keeps with its 95% paired bootstrap interval over the
     validation images (`edgedet.bootstrap`), or the reason it could not be computed.
     ``before_family`` is the reference's family when it differs (a distillation teacher). The
     compressed model's score is the one that matters: a reference or interval that fails is
     reported, not raised."""
-    a, pred_a, names_a, ds = _predict_file(after, data, family, threads)
-    out: dict[str, Any] = {"eval_after": a}
+    a, pred_a, names_a, ds, proto = _predict_file(after, data, family, threads, None, overrides)
+    out: dict[str, Any] = {"eval_after": a, "protocol": proto.to_dict()}
     try:
-        b, pred_b, names_b, _ = _predict_file(before, data, before_family or family, threads)
+        b, pred_b, names_b, _, _ = _predict_file(
+            before, data, before_family or family, threads, proto
+        )
     except (EdgedetError, OSError, RuntimeError, ValueError) as err:
         out["map_kept"] = {"reason": f"the float reference could not be scored: {err}"}
         return out
@@ -231,12 +236,14 @@ def float_reference(src: Source, model: nn.Module, folder: Path) -> Path:
 
 def score_against_float(
     src: Source, model: nn.Module, after: Path, data: str, family: str | None,
-    before_family: str | None = None,
+    before_family: str | None = None, overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`evaluate_pair` of ``after`` against the float ``model`` of ``src`` (its `float_reference`)."""
     with tempfile.TemporaryDirectory() as tmp:
         ref = float_reference(src, model, Path(tmp))
-        return evaluate_pair(ref, after, data, family, before_family=before_family)
+        return evaluate_pair(
+            ref, after, data, family, before_family=before_family, overrides=overrides
+        )
 
 
 def _out_paths(out: str) -> dict[str, Path]:
@@ -298,6 +305,9 @@ def _common(p: argparse.ArgumentParser, *, epochs_flag: str, epochs_default: int
     p.add_argument("--val", default=None, help="labelled dataset: mAP before/after")
     p.add_argument("--latency-iters", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from OUT.work/")
+    from edgedet.protocol import add_protocol_arguments
+
+    add_protocol_arguments(p)
 
 
 # -- prune -----------------------------------------------------------------------------------------
@@ -505,7 +515,10 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         if args.val:
             fam = args.family or src.meta.family
             # the exported float teacher (or the source file itself) through the same harness
-            report.update(evaluate_pair(before_path, paths["onnx"], args.val, fam))
+            report.update(
+                evaluate_pair(before_path, paths["onnx"], args.val, fam,
+                              overrides=protocol_overrides(args))
+            )  # fmt: skip
     _write_reports(paths, report, report_markdown(report, f"Pruning {Path(args.model).name}"))
     print(f"wrote {paths['onnx']} ({report['macs_kept']:.1%} of MACs, {report['note']})")
     return report
@@ -575,6 +588,7 @@ def run_distill(args: argparse.Namespace) -> dict[str, Any]:
                 args.val,
                 student.meta.family,
                 before_family=teacher.meta.family,
+                overrides=protocol_overrides(args),
             )
         )
     md = f"# Distillation of {Path(args.model).name}\n\n" + "\n".join(
@@ -658,12 +672,9 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
                       output_names=outs)  # fmt: skip
     report: dict[str, Any] = {"record": record, "history": res["history"], "export": info}
     if args.val:  # qat_distill trains a copy: src.model is still the float model
-        report.update(score_against_float(src, src.model, paths["onnx"], args.val, src.meta.family))
-    tail = (
-        info["tail_quantizers"]
-        if info["tail_quantizers"] >= 0
-        else "not checked (calibration/ not importable)"
-    )
+        report.update(score_against_float(src, src.model, paths["onnx"], args.val, src.meta.family,
+                                          overrides=protocol_overrides(args)))  # fmt: skip
+    tail = info["tail_quantizers"]
     md = (
         f"# QAT of {Path(args.model).name}\n\n- Q/DQ pairs: {info['quantize_linear']}\n"
         f"- Q/DQ in the decode tail: {tail}\n"

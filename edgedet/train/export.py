@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,70 +122,33 @@ def export_checkpoint(
     )  # fmt: skip
 
 
-def _runner(model_path: str | Path, runtime: str) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
-    """``(infer(x) -> output, output shape)`` for ONNX Runtime or OpenVINO (f32) on CPU."""
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-        shape = sess.get_outputs()[0].shape
-        return (lambda x: sess.run(["output"], {"images": x})[0]), shape
-    if runtime == "openvino":
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(
-            str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-        )
-        out = compiled.output(0)
-        shape = [d.get_length() if d.is_static else None for d in out.get_partial_shape()]
-        return (lambda x: np.asarray(compiled({"images": x})[out])), shape
-    raise TrainingError(f"runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
-
-
 def evaluate_onnx(
     model_path: str | Path,
     data: str | Path,
     *,
     runtime: str = "onnxruntime",
-    conf: float = 0.001,
-    iou: float = 0.6,
+    protocol: Any = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """mAP of an exported edgedet model through ONNX Runtime or OpenVINO f32, with edgedet's
-    preprocessing, the edgedet decoder and class-aware NMS (IoU 0.6, score threshold 0.001, at most
-    300 boxes), one image per inference."""
-    from edgedet.boxes import nms
-    from edgedet.data import load_dataset
-    from edgedet.decoders.edgedet_family import make_edgedet_decoder
-    from edgedet.detections import Detections
+    """mAP of an exported model through ONNX Runtime or OpenVINO (fp32) on CPU: `edgedet.load`
+    then `edgedet.scoring.score` under ``protocol`` (default: the model's own, see
+    `edgedet.protocol.resolve_protocol`, with ``overrides`` from the flags on top)."""
+    import edgedet
     from edgedet.meta import read_meta
-    from edgedet.metrics import evaluate
-    from edgedet.preprocess import Preprocessor
+    from edgedet.protocol import resolve_protocol
+    from edgedet.scoring import score
 
-    meta = read_meta(model_path)
-    if meta is None or meta.input_size is None:
+    if runtime not in ("onnxruntime", "openvino"):
+        raise TrainingError(f"runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
+    if read_meta(model_path) is None:
         raise TrainingError(f"{model_path} carries no edgedet meta")
-    infer, shape = _runner(model_path, runtime)
-
-    class _Spec:
-        name = "output"
-
-    spec = _Spec()
-    spec.shape = tuple(d if isinstance(d, int) else None for d in shape)  # type: ignore[attr-defined]
-    dec = make_edgedet_decoder(meta, [spec], meta.input_size)  # type: ignore[list-item]
-    pre = Preprocessor(meta, meta.input_size)
-    ds = load_dataset(data)
-    preds = {}
-    for s in ds.samples:
-        x, lbs = pre([ds.read_image(s)])
-        (c,) = dec({"output": infer(x)}, score_threshold=conf, max_candidates=3000)
-        keep = nms(c.xyxy, c.scores, iou, c.class_ids, max_det=300)
-        preds[s.image_id] = Detections(
-            lbs[0].to_original(c.xyxy[keep]), c.scores[keep], c.class_ids[keep]
-        )
-    rep = evaluate(ds, preds, meta.class_names)
-    result: dict[str, Any] = {
-        "map50_95": float(rep.map50_95),
-        "map50": float(rep.map50),
-        "report": rep.to_dict(),
+    opts = {"precision": "fp32"} if runtime == "openvino" else {}
+    with edgedet.load(model_path, runtime=runtime, runtime_options=opts) as det:
+        proto = protocol or resolve_protocol(det.meta, overrides=overrides)
+        res = score(det, data, proto, data_flag="--val")
+    return {
+        "map50_95": res.map50_95,
+        "map50": res.map50,
+        "protocol": proto.to_dict(),
+        "report": res.to_dict(),
     }
-    return result

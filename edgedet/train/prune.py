@@ -738,18 +738,25 @@ def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> st
 def map_kept_line(report: dict[str, Any]) -> str:
     """One markdown line: the share of float mAP50-95 kept with its 95% paired bootstrap
     interval (``report["map_kept"]``, see `compress_command.evaluate_pair`), or why it is
-    missing; empty without a validation run."""
+    missing, then the evaluation protocol both were scored with; empty without a validation
+    run."""
     kept = report.get("map_kept")
     if not kept:
         return ""
+    proto = ""
+    if report.get("protocol"):
+        from edgedet.protocol import EvalProtocol
+
+        proto = f"\n- mAP protocol: {EvalProtocol.from_dict(report['protocol']).describe()}"
     if kept.get("reason"):
-        return f"- share of float mAP50-95 kept: no interval ({kept['reason']})"
+        return f"- share of float mAP50-95 kept: no interval ({kept['reason']}){proto}"
     if kept.get("estimate") is None or kept.get("low") is None:
-        return "- share of float mAP50-95 kept: undefined (float mAP is 0)"
+        return f"- share of float mAP50-95 kept: undefined (float mAP is 0){proto}"
     return (
         f"- share of float mAP50-95 kept: {kept['estimate']:.1%} "
         f"[{kept['low']:.1%}, {kept['high']:.1%}], 95% paired bootstrap over "
         f"{kept['images']} validation images (an interval this wide is what they resolve)"
+        f"{proto}"
     )
 
 

@@ -357,11 +357,10 @@ def export_qdq(
 
 
 def tail_quantizers(graph: Any) -> int:
-    """How many Q/DQ nodes sit in the decode tail (per `calibration.tail`); 0 is the goal."""
-    try:
-        from calibration.tail import ensure_node_names, find_decode_tail
-    except ImportError:  # calibration/ is a sibling package, absent from some installs
-        return -1
+    """How many Q/DQ nodes sit in the decode tail (per `edgedet.calibration.tail`); 0 is the
+    goal."""
+    from edgedet.calibration.tail import ensure_node_names, find_decode_tail
+
     g = copy.deepcopy(graph)
     ensure_node_names(g)
     tail = set(find_decode_tail(g).nodes)

@@ -44,7 +44,7 @@ from edgedet.meta import ModelMeta, atomic_write_bytes
 
 from .augment import AugmentConfig, Augmenter, resize_keep_ratio
 from .losses import DetectionLoss
-from .models.net import DecodeTail, EdgeDet, ModelConfig, flatten_outputs
+from .models.net import EdgeDet, ExportModel, ModelConfig
 
 CHECKPOINT_VERSION = 1
 
@@ -92,9 +92,11 @@ class TrainConfig:
     out: str = "runs/train"
     save_every: int = 100
     eval_every: int = 1
-    eval_conf: float = 0.001
-    eval_iou: float = 0.6
-    max_det: int = 300
+    # Evaluation protocol overrides (None: edgedet's family default, `edgedet.protocol.EDGEDET`).
+    eval_conf: float | None = None
+    eval_iou: float | None = None
+    max_det: int | None = None
+    multi_label: bool | None = None
     resume: bool = False
     from_ckpt: str | None = None
     max_train_images: int | None = (
@@ -118,6 +120,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def validate(self) -> None:
+        eval_protocol(self)  # an out-of-range --eval-iou / --eval-conf / --max-det fails now
         if self.optimizer not in ("adamw", "sgd"):
             raise InvalidInputError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.imgsz % 32 or self.imgsz < 64:
@@ -364,43 +367,18 @@ def sample_meta(class_names: Sequence[str], imgsz: int, strides: Sequence[int]) 
     )
 
 
-@torch.no_grad()
-def predict_dataset(
-    model: EdgeDet,
-    ds: Any,
-    samples: Sequence[Any],
-    imgsz: int,
-    class_names: Sequence[str],
-    *,
-    conf: float = 0.001,
-    iou: float = 0.6,
-    max_det: int = 300,
-    batch: int = 16,
-    device: str = "cpu",
-) -> dict[int, Any]:
-    """Run the model the way a deployed export runs: edgedet preprocessing, decoder, NMS."""
-    from edgedet.boxes import nms
-    from edgedet.decoders.edgedet_family import EdgeDetDecoder
-    from edgedet.detections import Detections
-    from edgedet.preprocess import Preprocessor
+def eval_protocol(cfg: Any = None) -> Any:
+    """The `EvalProtocol` validation uses: edgedet's family default with the config's
+    ``eval_conf`` / ``eval_iou`` / ``max_det`` / ``multi_label`` on top (None: not given)."""
+    from edgedet.protocol import resolve_protocol
 
-    meta = sample_meta(class_names, imgsz, model.strides)
-    pre = Preprocessor(meta, (imgsz, imgsz))
-    tail = DecodeTail(model.cfg.reg_max, model.strides, (imgsz, imgsz)).to(device)
-    dec = EdgeDetDecoder("output", len(class_names))
-    model.eval()
-    preds: dict[int, Any] = {}
-    for i in range(0, len(samples), batch):
-        chunk = samples[i : i + batch]
-        x, lbs = pre([ds.read_image(s) for s in chunk])
-        out = tail(*flatten_outputs(model(torch.from_numpy(x).to(device)))).float().cpu().numpy()
-        cands = dec({"output": out}, score_threshold=conf, max_candidates=3000)
-        for s, c, lb in zip(chunk, cands, lbs):
-            keep = nms(c.xyxy, c.scores, iou, c.class_ids, max_det=max_det)
-            preds[s.image_id] = Detections(
-                lb.to_original(c.xyxy[keep]), c.scores[keep], c.class_ids[keep]
-            )
-    return preds
+    overrides = {
+        "score_threshold": getattr(cfg, "eval_conf", None),
+        "iou_threshold": getattr(cfg, "eval_iou", None),
+        "max_detections": getattr(cfg, "max_det", None),
+        "multi_label": getattr(cfg, "multi_label", None),
+    }
+    return resolve_protocol(family="edgedet", overrides=overrides)
 
 
 def evaluate_model(
@@ -409,13 +387,26 @@ def evaluate_model(
     samples: Sequence[Any],
     imgsz: int,
     class_names: Sequence[str],
-    **kw: Any,
+    *,
+    protocol: Any = None,
+    batch: int = 16,
+    device: str = "cpu",
 ) -> dict[str, float]:
-    from edgedet.metrics import evaluate
+    """mAP of ``model`` on ``samples`` of ``ds``, scored as its ONNX export would be: the model
+    plus its decode tail in the torch runtime, through a `Detector` and `edgedet.scoring.score`
+    under ``protocol`` (default `eval_protocol()`)."""
+    from edgedet.scoring import score, torch_detector
 
-    preds = predict_dataset(model, ds, samples, imgsz, class_names, **kw)
-    rep = evaluate(ds, preds, class_names, image_ids=[s.image_id for s in samples])
-    return {"map50_95": float(rep.map50_95), "map50": float(rep.map50)}
+    meta = sample_meta(class_names, imgsz, model.strides)
+    was_training = model.training
+    det = torch_detector(ExportModel(model, (imgsz, imgsz)), meta, device=device)
+    try:
+        res = score(det, ds, protocol or eval_protocol(), samples=samples, batch=batch,
+                    data_flag="--val")  # fmt: skip
+    finally:
+        det.close()
+        model.train(was_training)
+    return {"map50_95": res.map50_95, "map50": res.map50}
 
 
 # -- the trainer ----------------------------------------------------------------------------------
@@ -745,7 +736,7 @@ class Trainer:
         ema_model: EdgeDet = self.ema.ema  # type: ignore[assignment]
         return evaluate_model(
             ema_model, self.val_ds, self.val_samples, self.cfg.imgsz, self.class_names,
-            conf=self.cfg.eval_conf, iou=self.cfg.eval_iou, max_det=self.cfg.max_det, device=str(self.device),
+            protocol=eval_protocol(self.cfg), device=str(self.device),
         )  # fmt: skip
 
     def fit(self, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -754,13 +745,16 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.out / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            # With the validation protocol resolved (from_dict ignores the extra key).
+            record = {**self.cfg.to_dict(), "eval_protocol": eval_protocol(cfg).to_dict()}
+            (self.out / "train_config.json").write_text(json.dumps(record, indent=2))
         nb = self.batches_per_epoch()
         self.log(
             f"training EdgeDet-{self.model.cfg.size}{'-p2' if self.model.cfg.p2 else ''} "
             f"({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params) on {len(self.train)} images, "
             f"validating on {len(self.val_samples)}, {len(self.class_names)} classes, imgsz {cfg.imgsz}, "
-            f"batch {cfg.batch}x{cfg.accumulate}x{self.world}, {cfg.epochs} epochs, device {self.device}"
+            f"batch {cfg.batch}x{cfg.accumulate}x{self.world}, {cfg.epochs} epochs, device {self.device}; "
+            f"mAP protocol: {eval_protocol(cfg).describe()}"
         )
         ran = 0
         stopped = False

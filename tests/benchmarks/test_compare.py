@@ -138,3 +138,46 @@ def test_paired_interval_of_the_map_difference_from_saved_detections(tmp_path: P
     Path(records["new"]["detections_file"]).unlink()
     rows, _ = compare([records["old"]], [records["new"]], bootstrap=200)
     assert rows[0].map_delta_ci is None
+
+
+def test_same_model_name_with_a_new_file_is_compared() -> None:
+    """Records match by model name (file stem), runtime, precision and dataset: a re-exported
+    file (new hash) and a moved path are the same configuration, the hash change a detail."""
+    old = make_record("yolox", map50_95=0.30)
+    new = make_record("yolox", map50_95=0.28)
+    new["model_sha256"] = "sha-another-file"
+    new["model"] = "/elsewhere/yolox.onnx"
+    rows, regressed = compare([old], [new], max_map_drop=0.01)
+    assert len(rows) == 1 and regressed
+    assert rows[0].map_delta == pytest.approx(-0.02)
+    assert any("model file changed" in d for d in rows[0].details)
+    # another runtime or precision stays a different configuration
+    other = make_record("yolox", runtime="openvino")
+    rows, regressed = compare([old], [other])
+    assert len(rows) == 2 and regressed  # onnxruntime missing in NEW
+    fp16 = make_record("yolox", precision="fp16")
+    assert len(compare([old], [fp16])[0]) == 2
+
+
+def test_latency_gate_is_noise_aware() -> None:
+    """A +15 % p50 inside OLD's measured spread (below its p90) is a detail, not a regression;
+    above it, a regression. With per-round p50s, overlapping rounds are within the spread."""
+    old = make_record(p50=10.0)  # p90 11.0
+    rows, regressed = compare([old], [make_record(p50=10.5)], max_latency_increase=0.03)
+    assert not regressed and "within the measured spread" in rows[0].details[0]
+    rows, regressed = compare([old], [make_record(p50=11.5)], max_latency_increase=0.03)
+    assert regressed and "old p90 11.00 ms" in rows[0].regressions[0]
+    old_r, new_r = make_record(p50=10.0), make_record(p50=11.5)
+    old_r["latency_p50_rounds"], new_r["latency_p50_rounds"] = [9.8, 10.0, 11.6], [11.2, 11.5]
+    rows, regressed = compare([old_r], [new_r], max_latency_increase=0.1)
+    assert not regressed and "round p50s" in rows[0].details[0]
+    new_r["latency_p50_rounds"] = [11.7, 11.9]
+    assert compare([old_r], [new_r], max_latency_increase=0.1)[1]
+
+
+def test_protocol_change_is_shown() -> None:
+    old, new = make_record(), make_record()
+    old["protocol"] = {"iou_threshold": 0.45, "multi_label": False, "source": "a"}
+    new["protocol"] = {"iou_threshold": 0.7, "multi_label": True, "source": "b"}
+    rows, _ = compare([old], [new])
+    assert "iou_threshold 0.45 -> 0.7" in rows[0].details[0]

@@ -302,3 +302,33 @@ def test_command_line(
     assert "max abs diff" in capsys.readouterr().out
     rc = main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx")])
     assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_validation_scores_through_a_detector_like_the_export(
+    full_run: Path, tmp_path: Path
+) -> None:
+    """Train's validation is `edgedet.scoring.score` on the model in the torch runtime: the
+    same detections as the ONNX export through ONNX Runtime, under edgedet's protocol."""
+    import edgedet
+    from edgedet.data import load_dataset
+    from edgedet.protocol import family_protocol
+    from edgedet.scoring import score
+    from edgedet.train.export import evaluate_onnx, export_checkpoint
+    from edgedet.train.trainer import eval_protocol, evaluate_model, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(full_run / "best.pt"))
+    ds = load_dataset(_data_of(full_run))
+    names = tuple(model.cfg.class_names)
+    proto = family_protocol("edgedet").replace(score_threshold=0.0001)
+    torch_map = evaluate_model(model, ds, ds.samples, SIZE, names, protocol=proto)
+    out = tmp_path / "m.onnx"
+    export_checkpoint(full_run / "best.pt", out, dynamic_batch=True)
+    onnx_map = evaluate_onnx(out, ds, protocol=proto)
+    assert torch_map["map50_95"] == pytest.approx(onnx_map["map50_95"], abs=2e-3)
+    with edgedet.load(out, runtime="onnxruntime") as det:
+        assert score(det, ds, proto).map50_95 == onnx_map["map50_95"]
+    assert eval_protocol() == family_protocol("edgedet")
+    written = json.loads((full_run / "train_config.json").read_text())["eval_protocol"]
+    assert written == family_protocol("edgedet").to_dict()
+    with pytest.raises(InvalidInputError, match="--eval-iou"):
+        _cfg(Path("d"), tmp_path, eval_iou=1.2).validate()
