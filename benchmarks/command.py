@@ -455,6 +455,13 @@ def run_bench(args: argparse.Namespace) -> int:
         f"{sum(r.get('status') == 'failed' for r in records)} failed; wrote "
         f"{out / 'records.jsonl'}, " + ", ".join(str(p) for p in written.values())
     )
+    if not any(r.get("status") == "ok" for r in records):
+        print(
+            f"edgedet bench: nothing was measured: every one of the {len(records)} "
+            "configuration(s) was skipped or failed (reasons above)",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if any(r.get("status") == "failed" for r in records) else 0
 
 
