@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,3 +102,24 @@ def import_sidecar(src: Path, meta: ModelMeta, out: str | None) -> str:
     line = f"wrote {target}: {det} (checked with {det.runtime_name})"
     det.close()
     return line
+
+
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A log handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    ``logging.basicConfig`` keeps the stream it saw at setup; rich's progress display swaps in a
+    proxy for ``sys.stderr`` while it runs so that other output prints above the bar. Reading the
+    stream at emit time lets log lines (a calibration warning) take that path instead of being
+    written through the bar's line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass  # always the current sys.stderr

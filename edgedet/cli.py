@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._cli_support import chosen_parser, flag_names, import_sidecar, require_extra
+from ._cli_support import (
+    CurrentStderrHandler,
+    chosen_parser,
+    flag_names,
+    import_sidecar,
+    require_extra,
+)
 from .errors import EdgedetError, InvalidInputError
 from .hints import SIDECAR_SUFFIXES, cli_flags
 
@@ -631,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
+        handlers=[CurrentStderrHandler()],
     )
     if not getattr(args, "func", None):
         parser.print_help()

@@ -26,7 +26,7 @@ EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {
     "train": ("torch", "torch_pruning"),
     "onnxruntime": ("onnxruntime",),
     "openvino": ("openvino",),
-    "calibrate": ("onnxruntime", "openvino", "nncf", "matplotlib"),
+    "calibrate": ("onnxruntime", "openvino", "nncf", "matplotlib", "sympy"),
     "bench": ("faster_coco_eval", "matplotlib", "psutil"),
     "tensorrt": ("tensorrt", "pycuda"),
 }

@@ -243,3 +243,37 @@ def test_bench_with_every_configuration_skipped_exits_1(
     captured = capsys.readouterr()
     assert code == 1, captured.out
     assert "nothing was measured: every one of the 1 configuration(s) was skipped" in captured.err
+
+
+def test_bench_console_table_fits_80_columns_with_a_legend() -> None:
+    from edgedet.benchmarks.console_table import print_results
+    from rich.console import Console
+
+    from tests.benchmarks.synthetic_records import make_record
+
+    records = [
+        make_record("yolox_nano_416", "onnxruntime"),
+        make_record("yolox_nano_416", "openvino", precision="int8"),
+        make_record("yolox_nano_416", "tensorrt", status="skipped", map50_95=None, p50=None),
+    ]
+    records[2]["reason"] = "runtime 'tensorrt' is not installed"
+    for r in records[:2]:
+        r.update(throughput_fps=246.0, throughput_requests=4, threads=None, threads_used=2)
+        r["accuracy"]["map50_95_ci"] = {"low": 0.267, "high": 0.351}
+    records[2]["threads"] = None
+    narrow = Console(width=80, record=True)
+    print_results(records, narrow)
+    text = narrow.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    rows = [ln for ln in text.splitlines() if ln.startswith("yolox_nano_416")]
+    assert len(rows) == 3  # one line per configuration, nothing wrapped
+    assert "0.300 (.267–.351)" in rows[0] and "10.0/11.0/13.0" in rows[0] and "246" in rows[0]
+    assert "skipped [1]" in rows[2] and "[1] yolox_nano_416 tensorrt fp32: runtime" in text
+    flat = " ".join(text.split())
+    assert "4 requests in flight" in flat and "threads –: not set" in flat
+    assert "Same in every row: imgsz" in flat
+    wide = Console(width=240, record=True)
+    print_results(records, wide, wide=True)
+    header = next(ln for ln in wide.export_text().splitlines() if "RSS MB" in ln)
+    for column in ("imgsz", "batch", "threads", "infer p50", "load s", "fps"):
+        assert column in header
