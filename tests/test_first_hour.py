@@ -277,3 +277,37 @@ def test_bench_console_table_fits_80_columns_with_a_legend() -> None:
     header = next(ln for ln in wide.export_text().splitlines() if "RSS MB" in ln)
     for column in ("imgsz", "batch", "threads", "infer p50", "load s", "fps"):
         assert column in header
+
+
+def test_frontier_labels_do_not_overlap_and_the_plot_says_what_the_bars_are(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from edgedet.benchmarks.plot import draw_frontier, plot_frontier
+
+    from tests.benchmarks.synthetic_records import make_record
+
+    # INT8 points right beside their float ones, as in a PTQ sweep (issue 16)
+    points = [("yolox_nano", "onnxruntime", "fp32", 12.6, 0.305), ("yolox_nano", "openvino", "fp32", 12.9, 0.305),
+              ("yolox_nano", "onnxruntime", "int8", 9.1, 0.304), ("yolox_nano", "openvino", "int8", 8.9, 0.303),
+              ("nanodet_m", "onnxruntime", "fp32", 7.9, 0.247), ("nanodet_m", "openvino", "fp32", 8.0, 0.247),
+              ("yolox_p70", "openvino", "int8", 6.6, 0.171)]  # fmt: skip
+    records = []
+    for model, runtime, precision, p50, m in points:
+        r = make_record(model, runtime, map50_95=m, p50=p50, precision=precision)
+        r["accuracy"]["map50_95_ci"] = {"low": m - 0.03, "high": m + 0.04, "resamples": 1000}
+        records.append(r)
+    drawn = draw_frontier(records)
+    assert drawn is not None
+    fig, ax, labels = drawn
+    renderer = fig.canvas.get_renderer()
+    boxes = [lab.get_window_extent(renderer) for lab in labels]
+    assert len(boxes) == len(points)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+    legend = ax.get_legend()
+    entries = [t.get_text() for t in legend.get_texts()]
+    assert entries[:2] == ["onnxruntime", "openvino"] and "95% bootstrap interval of mAP" in entries
+    runtime_handles = legend.legend_handles[:2]
+    assert all(h.get_markeredgecolor() == h.get_markerfacecolor() for h in runtime_handles)
+    assert any("95% percentile bootstrap interval" in t.get_text() for t in fig.texts)
+    assert plot_frontier(records, tmp_path / "f.png") == tmp_path / "f.png"
