@@ -240,6 +240,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--no-plot", action="store_true", help="skip frontier.png")
+    o.add_argument(
+        "--wide", action="store_true", help="console table with every column (default: fits 80)"
+    )
     sub = parser.add_subparsers(dest="bench_command", metavar="{compare,report}")
     add_compare_arguments(
         sub.add_parser("compare", help="compare two runs; exit 1 on a regression")
@@ -293,6 +296,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         help="where results.md / .csv / frontier.png go",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip frontier.png")
+    parser.add_argument(
+        "--wide", action="store_true", help="console table with every column (default: fits 80)"
+    )
 
 
 def _err(message: str) -> int:
@@ -388,7 +394,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return run_compare(args)
     if command == "report":
         return run_report(args)
-    from .report import print_table, write_reports
+    from .console_table import print_results
+    from .report import write_reports
     from .sweep import run_sweep
 
     if not args.model and not args.sweep:
@@ -456,7 +463,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     r.get("config", {})["save_detections"] = None
             write_records(Path(args.out) / "records.jsonl", records)
         wall = time.perf_counter() - t0
-    print_table(records)
+    print_results(records, wide=args.wide)
     written = write_reports(records, args.out, plot=not args.no_plot)
     out = Path(args.out)
     print(
@@ -466,6 +473,13 @@ def run_bench(args: argparse.Namespace) -> int:
         f"{sum(r.get('status') == 'failed' for r in records)} failed; wrote "
         f"{out / 'records.jsonl'}, " + ", ".join(str(p) for p in written.values())
     )
+    if not any(r.get("status") == "ok" for r in records):
+        print(
+            f"edgedet bench: nothing was measured: every one of the {len(records)} "
+            "configuration(s) was skipped or failed (reasons above)",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if any(r.get("status") == "failed" for r in records) else 0
 
 
@@ -494,8 +508,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """``edgedet bench report A.jsonl [B.jsonl ...] --out DIR``: merge and render records."""
+    from .console_table import print_results
     from .records import merge_records, write_records
-    from .report import print_table, write_reports
+    from .report import write_reports
 
     try:
         records = merge_records(args.records)
@@ -505,7 +520,7 @@ def run_report(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if len(args.records) > 1:
         write_records(out / "records.jsonl", records)
-    print_table(records)
+    print_results(records, wide=args.wide)
     written = write_reports(records, out, plot=not args.no_plot)
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0

@@ -245,8 +245,12 @@ def prepare(model_path: str | Path, work: Path) -> PreparedModel:
         notes.append(f"converted from opset {opset} to {MIN_OPSET} for per-channel QDQ")
     del original
     preprocessed = False
+    symbolic = _sympy_note()
+    if symbolic is not None:
+        notes.append(symbolic)
+        log.warning("calibration: %s", symbolic)
     try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=symbolic is not None)
         preprocessed = True
     except Exception as err:  # ORT raises plain Exception subclasses from several layers
         notes.append(
@@ -264,6 +268,24 @@ def prepare(model_path: str | Path, work: Path) -> PreparedModel:
         onnx.save(model, str(pre))
     del q
     return PreparedModel(pre, work, preprocessed, work / "ranges.json", notes=notes)
+
+
+def _sympy_note() -> str | None:
+    """Why ORT's symbolic shape inference cannot run here (sympy missing), or None.
+
+    Checked up front (``find_spec``, nothing imported) so the note is precise and lands in the
+    calibration record, instead of a failed first ``quant_pre_process`` and a retry."""
+    import importlib.util
+
+    if importlib.util.find_spec("sympy") is not None:
+        return None
+    from edgedet.hints import install_command
+
+    return (
+        "sympy is not installed: ONNX Runtime's symbolic shape inference was skipped in "
+        "pre-processing (ONNX shape inference and graph optimisation still ran); "
+        f"{install_command('calibrate')}"
+    )
 
 
 def calibrate_ranges(

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._cli_support import (
+    CurrentStderrHandler,
+    chosen_parser,
+    flag_names,
+    import_sidecar,
+    require_extra,
+)
 from .errors import EdgedetError, InvalidInputError
+from .hints import SIDECAR_SUFFIXES, cli_flags
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -148,6 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
     from rich.progress import Progress
 
+    from ._predict_output import coco_results, detection_records, detections_document, source_fps
     from .draw import draw_detections
     from .meta import atomic_write_bytes
 
@@ -158,21 +167,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     out_dir = check_out_dir(args.save, "--save")  # writable, or an error naming it
     results: list[dict[str, Any]] = []
+    unreadable = 0
     con = console()
     con.print(f"[bold]{det}[/] · {det.describe().get('precision')} · saving to {out_dir}")
 
     def record(image_id: int, file_name: str, dets: Any) -> None:
-        for box, score, cid in zip(dets.xywh, dets.scores, dets.class_ids):
-            results.append(
-                {
-                    "image_id": image_id,
-                    "file_name": file_name,
-                    "category_id": int(cid),
-                    "category_name": det.class_names[int(cid)],
-                    "bbox": [round(float(v), 2) for v in box],
-                    "score": round(float(score), 5),
-                }
-            )
+        results.extend(detection_records(image_id, file_name, dets, det.class_names))
 
     with Progress(console=con, transient=False) as progress:
         if kind == "images":
@@ -181,6 +181,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             names = _image_output_names(src, args.source)
             for i, path in enumerate(src):
                 image, problem = _read_image_file(path)
+                unreadable += image is None
                 if image is None:
                     con.print(f"[yellow]skipped {shown(str(path))}: {shown(problem or '')}")
                     progress.advance(task)
@@ -214,8 +215,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     if not args.no_draw:
                         if writer is None:
                             h, w = res.frame.shape[:2]
+                            fps, fps_note = source_fps(src)
+                            if fps_note:
+                                progress.console.print(f"[yellow]{fps_note}", highlight=False)
                             writer = cv2.VideoWriter(
-                                str(tmp_out), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (w, h)
+                                str(tmp_out), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h)
                             )
                         writer.write(draw_detections(res.frame, res.detections, det.class_names))
                     progress.advance(task)
@@ -231,18 +235,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 con.print(
                     f"[yellow]dropped {dropped} frame(s): detection was slower than the live source"
                 )
+    if isinstance(src, list) and unreadable == len(src):
+        det.close()
+        raise InvalidInputError(
+            f"none of the {len(src)} image(s) could be read (missing or corrupt); nothing written"
+        )
     atomic_write_bytes(
         out_dir / "detections.json",
         json.dumps(
-            {
-                "model": str(model),
-                "runtime": det.describe(),
-                "class_names": list(det.class_names),
-                "detections": results,
-            },
-            indent=1,
+            detections_document(str(model), det.describe(), det.class_names, results), indent=1
         ).encode(),
     )
+    if args.coco_results:
+        atomic_write_bytes(
+            Path(args.coco_results),
+            json.dumps(coco_results(results, det.class_names)).encode(),
+        )
+        con.print(f"COCO results (bbox x,y,w,h; COCO category ids) written to {args.coco_results}")
     con.print(f"{len(results)} detections written to {out_dir / 'detections.json'}")
     det.close()
     return 0
@@ -438,10 +447,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from .meta import write_onnx_meta
 
     src = Path(args.model)
-    if src.suffix.lower() != ".onnx":
+    sidecar = src.suffix.lower() in SIDECAR_SUFFIXES
+    if src.suffix.lower() != ".onnx" and not sidecar:
         raise InvalidInputError(
-            f"edgedet import reads ONNX models, got '{src.suffix}'; for .engine/.xml write a sidecar with edgedet.meta.write_sidecar"
+            f"edgedet import reads .onnx models (and writes a sidecar for {', '.join(SIDECAR_SUFFIXES)}), got '{src.suffix}'"
         )
+    if not sidecar and not args.out:
+        raise InvalidInputError(f"--out is required for an ONNX model, e.g. --out {src.stem}_edgedet.onnx")
     overrides: dict[str, Any] = {}
     if args.names:
         overrides["names"] = args.names
@@ -471,6 +483,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         proto = resolve_protocol(meta, overrides=given)
         meta = meta.replace(eval_protocol=proto.replace(
             source=f"edgedet import flags over: {proto.source or 'defaults'}").to_dict())  # fmt: skip
+    if sidecar:
+        console().print(import_sidecar(src, meta, args.out), markup=False, highlight=False, soft_wrap=True)
+        return 0
     import os
 
     from .workdir import check_out_file, temp_beside
@@ -612,6 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder for drawn images/video and detections.json (a folder source: its tree is mirrored, paths recorded relative to it)",
     )
     p.add_argument("--no-draw", action="store_true", help="write only detections.json")
+    p.add_argument(
+        "--coco-results",
+        metavar="FILE",
+        default=None,
+        help="also write the boxes as a COCO results list (bbox x,y,w,h; COCO category ids)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -628,21 +649,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runtimes)
 
     p = sub.add_parser(
-        "import", help="write a copy of a foreign ONNX model that carries edgedet meta"
+        "import",
+        help="give a foreign model edgedet meta once (ONNX: a copy; .xml/.engine: a sidecar)",
+        description="Write the description edgedet needs to decode a foreign model (family, "
+        "preprocessing, class names) once, so later commands need no flags. An .onnx model is "
+        "copied to --out with the meta inside; an OpenVINO .xml or a TensorRT .engine/.plan gets "
+        "a <stem>.edgedet.json sidecar beside it. The result is loaded once to prove it decodes. "
+        "Preprocessing options default to the family's preset (README, 'What runs where').",
     )
-    p.add_argument("model")
-    p.add_argument("--family", required=True)
-    p.add_argument("--names", default=None, help="'coco', comma-separated names, or a file")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
-    p.add_argument("--color", choices=["BGR", "RGB"])
-    p.add_argument("--letterbox", choices=["center", "topleft", "stretch"])
-    p.add_argument("--layout", choices=["NCHW", "NHWC"])
-    p.add_argument("--pad-value", type=int)
-    p.add_argument("--scale", type=float)
-    p.add_argument("--mean", type=float, nargs=3)
-    p.add_argument("--std", type=float, nargs=3)
-    p.add_argument("--strides", type=int, nargs="+")
-    p.add_argument("--out", required=True)
+    p.add_argument("model", help="the model file: .onnx, .xml (OpenVINO IR), .engine / .plan")
+    p.add_argument(
+        "--family",
+        required=True,
+        help="decoder family: yolov8, yolo11, yolov5, yolox, nanodet, end2end, edgedet",
+    )
+    p.add_argument(
+        "--names",
+        default=None,
+        help="class names: 'coco' (the 80 COCO classes), comma-separated names, or a file with one per line",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="network input height and width (default: read from the model)",
+    )
+    p.add_argument("--color", choices=["BGR", "RGB"], help="channel order the model expects")
+    p.add_argument(
+        "--letterbox",
+        choices=["center", "topleft", "stretch"],
+        help="how a frame is fitted into the input: padded centred, padded from the top-left, or stretched",
+    )
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], help="input tensor layout")
+    p.add_argument("--pad-value", type=int, help="letterbox padding grey level, 0-255 (e.g. 114)")
+    p.add_argument(
+        "--scale", type=float, help="pixel scale applied before mean/std (e.g. 0.00392 = 1/255)"
+    )
+    p.add_argument(
+        "--mean", type=float, nargs=3, metavar="M", help="per-channel mean subtracted (3 values)"
+    )
+    p.add_argument(
+        "--std", type=float, nargs=3, metavar="S", help="per-channel std divided by (3 values)"
+    )
+    p.add_argument(
+        "--strides", type=int, nargs="+", metavar="S", help="head strides, e.g. 8 16 32"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="ONNX file to write (required for .onnx); for .xml/.engine the sidecar path, may be omitted",
+    )
     from .protocol import add_protocol_arguments
 
     add_protocol_arguments(p)  # given: recorded in the meta as the model's own mAP protocol
@@ -697,12 +754,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
+        handlers=[CurrentStderrHandler()],
     )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        require_extra(args.command)
+        with cli_flags(flag_names(chosen_parser(parser, args))):
+            rc = args.func(args)
         # Plugged commands return their report (a dict) for Python callers: success here.
         return rc if isinstance(rc, int) else 0
     except EdgedetError as err:

@@ -27,6 +27,7 @@ from .errors import (
     ModelLoadError,
     RuntimeUnavailableError,
 )
+from .hints import arg as _arg
 from .meta import ModelMeta, read_meta, resolve_class_names
 from .preprocess import LetterboxMeta, Preprocessor
 from .validate import brief
@@ -85,7 +86,8 @@ class Detector:
         elif len(meta.class_names) != self.decoder.num_classes:
             raise IncompatibleModelError(
                 f"the model predicts {self.decoder.num_classes} classes but has "
-                f"{len(meta.class_names)} class names; pass names=... with {self.decoder.num_classes} names"
+                f"{len(meta.class_names)} class names; pass {_arg('names')} with "
+                f"{self.decoder.num_classes} names"
             )
         if score_threshold is None or iou_threshold is None:
             from .protocol import deploy_thresholds
@@ -142,7 +144,7 @@ class Detector:
         if not all(isinstance(d, int) for d in hw):
             raise IncompatibleModelError(
                 f"model input '{self.input_spec.name}' has a dynamic size {list(shape)}; "
-                "pass input_size=(h, w)"
+                f"pass {_arg('input_size', '(h, w)', 'H W')}"
             )
         return (int(hw[0]), int(hw[1]))
 
@@ -539,11 +541,12 @@ def resolve_meta(
         else:
             where = f"'{path}'" if path is not None else "this model"
             from .decoders import family_names
+            from .hints import arg, import_command
 
             raise IncompatibleModelError(
                 f"{where} carries no edgedet metadata, so edgedet cannot know how to decode it; "
-                f"pass family=... (one of {', '.join(family_names())}) or write the meta once "
-                "with `edgedet import MODEL --family F --out OUT.onnx`"
+                f"pass {arg('family')} (one of {', '.join(family_names())}) or write the meta "
+                f"once with `{import_command(path)}`"
             )
     return meta.replace(**changes) if changes else meta
 

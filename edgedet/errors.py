@@ -57,9 +57,15 @@ class TrainingError(EdgedetError):
 def missing_extra(package: str, extra: str, what: str) -> RuntimeUnavailableError:
     """The error for a missing optional package, naming the extra that installs it.
 
-    >>> str(missing_extra("openvino", "openvino", "runtime 'openvino'"))
-    'runtime \\'openvino\\' needs the openvino package: pip install "edgedet[openvino]"'
+    The command is the one that fits this install (`edgedet.hints.install_command`): edgedet is
+    installed from a checkout or a wheel, not from the package index.
+
+    >>> str(missing_extra("openvino", "openvino", "runtime 'openvino'")).startswith(
+    ...     "runtime 'openvino' needs the openvino package (the 'openvino' extra): pip install")
+    True
     """
+    from .hints import install_command
+
     return RuntimeUnavailableError(
-        f'{what} needs the {package} package: pip install "edgedet[{extra}]"'
+        f"{what} needs the {package} package (the '{extra}' extra): {install_command(extra)}"
     )

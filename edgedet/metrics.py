@@ -36,6 +36,7 @@ from .data.dataset import ANY_CLASS, Annotation, DetectionDataset
 from .data.writers import coco_category_ids, coco_gt_dict
 from .detections import Detections
 from .errors import InvalidInputError, missing_extra
+from .hints import arg
 
 DEFAULT_SAFETY_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "motorcycle", "car", "bus", "truck", "traffic light", "stop sign",
@@ -417,7 +418,7 @@ def coco_inputs(
         raise InvalidInputError(
             f"no model class matches a dataset class: model has {list(model_names[:8])}..., "
             f"dataset {dataset.name!r} has {list(dataset.class_names[:8])}; pass "
-            "aliases={'model name': 'dataset name', ...}"
+            + arg("aliases", "{'model name': 'dataset name', ...}", "MODEL_CLASS=DATASET_CLASS")
         )
     ids = _check_predictions(dataset, predictions, image_ids, len(model_names))
     dets: dict[int, Detections] = {i: predictions.get(i) or Detections.empty() for i in ids}

@@ -25,6 +25,7 @@ from edgedet.errors import (
     ModelLoadError,
     RuntimeUnavailableError,
 )
+from edgedet.hints import arg
 
 from .base import RuntimeBase, TensorSpec
 
@@ -69,7 +70,7 @@ def providers_for(device: str | None) -> list[Any]:
     if wanted not in available:
         raise RuntimeUnavailableError(
             f"onnxruntime device '{device}' needs {wanted}, but this onnxruntime {ort.__version__} "
-            f"has only {available}; install onnxruntime-gpu (or use device='cpu')"
+            f"has only {available}; install onnxruntime-gpu (or use {arg('device', repr('cpu'))})"
         )
     opts = {"device_id": int(index)} if index else {}
     chain: list[Any] = [(wanted, opts)] if opts else [wanted]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedet.errors import InvalidInputError, RuntimeUnavailableError, missing_extra
+from edgedet.hints import arg
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def resolve_auto(path: str | Path) -> str:
     if suffix not in AUTO_BY_SUFFIX:
         raise InvalidInputError(
             f"cannot choose a runtime for '{path}': suffix '{suffix}' is none of "
-            f"{', '.join(AUTO_BY_SUFFIX)}; pass runtime=... explicitly"
+            f"{', '.join(AUTO_BY_SUFFIX)}; pass {arg('runtime')} explicitly"
         )
     return AUTO_BY_SUFFIX[suffix]
 

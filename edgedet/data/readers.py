@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError, InvalidInputError, missing_extra
+from ..hints import arg as _arg
 from ..meta import resolve_class_names
 from ..validate import (
     MAX_CLASSES_WITHOUT_NAMES,
@@ -247,7 +248,7 @@ def detect_layout(path: str | os.PathLike[str]) -> tuple[str, str]:
         f"no dataset layout recognised in {root}: looked for annotations/instances_*.json (COCO), "
         "data.yaml or images/ + labels/ (YOLO), Annotations/*.xml + JPEGImages/ (Pascal VOC), "
         f"training/image_2 + training/label_2 (KITTI); found: {present or 'nothing'}. Pass "
-        "format= and point at the folder that holds these"
+        f"{_arg('format')} and point at the folder that holds these"
     )
 
 
@@ -787,8 +788,8 @@ def _read_yolo(
     if names is None:
         names = tuple(f"class_{i}" for i in range(max_class + 1))
         log.note(
-            "no class names (no data.yaml names, no classes.txt, no class_names=): using "
-            f"class_0..class_{max_class}; pass class_names='coco' for COCO-numbered labels"
+            f"no class names (no data.yaml names, no classes.txt, no {_arg('class_names')}): using "
+            f"class_0..class_{max_class}; pass {_arg('class_names', repr('coco'))} for COCO-numbered labels"
         )
     samples = [
         Sample(i, img, w, h, _annotation(boxes, classes, [False] * len(boxes)))

@@ -9,6 +9,7 @@ import numpy as np
 
 from edgedet import protocol
 from edgedet.boxes import cxcywh_to_xyxy
+from edgedet.hints import arg
 from edgedet.meta import COCO80, ModelMeta
 
 from .base import Candidates, Family, OutputSpecLike, output_mismatch, select_scores
@@ -63,7 +64,7 @@ def check_objectness_output(
         raise output_mismatch(
             family,
             f"the last axis holds {nc} classes but the model has {len(meta.class_names)} class "
-            "names (pass names=... matching the model)",
+            f"names (pass {arg('names')} matching the model)",
             specs,
         )
     return spec.name, int(shape[0]) if shape[0] is not None else -1, nc

@@ -531,8 +531,8 @@ def test_missing_tensorrt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
 
     with pytest.raises(
         RuntimeUnavailableError,
-        match=r"runtime 'tensorrt' needs the tensorrt and cuda-python package: "
-        r'pip install "edgedet\[tensorrt\]"',
+        match=r"runtime 'tensorrt' needs the tensorrt and cuda-python package \(the 'tensorrt' extra\): "
+        r"pip install .+\[tensorrt\]\S*; on a Jetson, TensorRT comes with JetPack",
     ):
         runtime_class("tensorrt")
     for name in _OURS:
