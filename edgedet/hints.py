@@ -28,12 +28,12 @@ EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino",),
     "calibrate": ("onnxruntime", "openvino", "nncf", "matplotlib", "sympy"),
     "bench": ("faster_coco_eval", "matplotlib", "psutil"),
-    "tensorrt": ("tensorrt", "pycuda"),
+    "tensorrt": ("tensorrt",),  # + cuda-python or pycuda, checked by the runtime
 }
 
 _JETSON_NOTE = (
     "; on a Jetson, TensorRT comes with JetPack: create the venv with --system-site-packages "
-    "and pip install pycuda (README, 'On a Jetson')"
+    "and pip install the cuda-python of JetPack's CUDA major (README, 'TensorRT and Jetson')"
 )
 
 

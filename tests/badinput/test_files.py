@@ -80,8 +80,8 @@ def test_predict_file(
         ref_dir.mkdir()
         cv2.imwrite(str(ref_dir / "x.png"), BASE)
         main(["predict", str(model), str(ref_dir), "--save", str(tmp_path / "ref_out"), "--conf", "0.1"])
-        got = [d["bbox"] for d in _dets(out)]
-        assert got and got == [d["bbox"] for d in _dets(tmp_path / "ref_out")]
+        got = [d["xyxy"] for d in _dets(out)]
+        assert got and got == [d["xyxy"] for d in _dets(tmp_path / "ref_out")]
     elif expected.startswith("skip: "):
         assert "skipped" in text and expected[6:] in text, text
         assert _dets(out) == []
@@ -107,7 +107,7 @@ def test_same_stems_get_distinct_outputs(model: Path, tmp_path: Path) -> None:
     # each record belongs to its own image: different inputs, different detections
     by_file: dict[str, list[Any]] = {}
     for d in _dets(out):
-        by_file.setdefault(d["file_name"], []).append(d["bbox"])
+        by_file.setdefault(d["file_name"], []).append(d["xyxy"])
     assert by_file["s1/x.jpg"] != by_file["s2/x.jpg"]
 
 

@@ -498,7 +498,7 @@ def test_cuda_binding_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     monkeypatch.setitem(sys.modules, "pycuda", None)
     with pytest.raises(
-        RuntimeUnavailableError, match=r'cuda-python \(or pycuda\) package: pip install "edgedet'
+        RuntimeUnavailableError, match=r"cuda-python \(or pycuda\) package \(the 'tensorrt' extra\): pip install"
     ):
         load_backend()
 
