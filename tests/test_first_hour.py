@@ -139,10 +139,11 @@ def test_import_help_describes_every_option(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["import", "--help"])
     out = capsys.readouterr().out
-    options = [w.strip("[,") for w in out.split() if w.startswith(("--", "[--")) and w != "--help"]
+    options = [w.strip("[],|") for w in out.split() if w.startswith(("--", "[--")) and w != "--help"]
     lines = out.split("options:")[1].splitlines()
     for opt in {o.split()[0] for o in options if o.startswith("--")}:
-        described = [ln for ln in lines if ln.strip().startswith(opt)]
+        # an option's line starts with it, or with its pair (``--multi-label, --no-multi-label``)
+        described = [ln for ln in lines if opt in [t.strip(",") for t in ln.split()[:3]]]
         assert described, opt
         i = lines.index(described[0])
         text = lines[i] + (lines[i + 1] if i + 1 < len(lines) else "")
