@@ -25,7 +25,7 @@ from ._cli_support import (
     require_extra,
 )
 from .errors import EdgedetError, InvalidInputError
-from .hints import SIDECAR_SUFFIXES, cli_flags
+from .hints import SIDECAR_SUFFIXES, cli_flags, import_command
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -407,7 +407,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 con.print(f"    ({shown(proto.source)})")
     else:
         con.print(
-            f"  [yellow]no edgedet meta[/] {shown(info.get('meta_error', ''), 600)}: load it with --family, or run `edgedet import`"
+            f"  [yellow]no edgedet meta[/] {shown(info.get('meta_error', ''), 600)}: load it with --family, or run "
+            f"`{escape(import_command(path))}` once"
         )
     table = Table("runtime", "can run here", "version", "devices / reason")
     for name, p in info["runtimes"].items():

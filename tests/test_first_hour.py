@@ -113,6 +113,8 @@ def test_import_writes_a_sidecar_for_openvino_ir(tmp_path: Path, capsys: pytest.
     assert main(["predict", str(xml), str(tmp_path), "--save", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"`edgedet import {xml} --family F`" in err  # the suggested command, runnable as written
+    assert main(["info", str(xml)]) == 0
+    assert f"`edgedet import {xml} --family F`" in " ".join(capsys.readouterr().out.split())
     assert main(["import", str(xml), "--family", "yolov5", "--names", "cone,sign"]) == 0
     assert "checked with openvino" in capsys.readouterr().out
     det = edgedet.load(xml)  # no flags now
