@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IncompatibleModelError, InvalidInputError, ModelLoadError
+from .runtimes.capabilities import PRECISIONS
 
 META_KEY = "edgedet.meta"
 SIDECAR_SUFFIX = ".edgedet.json"
@@ -43,7 +44,7 @@ NAMED_CLASS_LISTS: dict[str, tuple[str, ...]] = {"coco": COCO80, "coco80": COCO8
 _LAYOUTS = ("NCHW", "NHWC")
 _COLORS = ("BGR", "RGB")
 _LETTERBOX = ("center", "topleft", "stretch")
-_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
+_PRECISIONS = PRECISIONS  # the one precision type: edgedet.runtimes.capabilities
 
 
 @dataclass(frozen=True)

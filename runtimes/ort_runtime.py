@@ -23,6 +23,7 @@ from edgedet.errors import (
 )
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import ONNXRUNTIME, RuntimeCapabilities
 
 _DTYPES = {
     "tensor(float)": np.float32,
@@ -80,6 +81,7 @@ class OnnxRuntime(RuntimeBase):
     """An ONNX Runtime session. ``threads`` sets intra-op threads (None: ORT decides)."""
 
     name: ClassVar[str] = "onnxruntime"
+    capabilities: ClassVar[RuntimeCapabilities] = ONNXRUNTIME
 
     def __init__(
         self,

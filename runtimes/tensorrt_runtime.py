@@ -49,6 +49,7 @@ from edgedet.errors import (
 )
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import TENSORRT, RuntimeCapabilities, normalize_precision
 from .trt_engine import (
     REBUILD_HINT,
     TrtTarget,
@@ -102,6 +103,7 @@ class TensorRTRuntime(RuntimeBase):
     """
 
     name: ClassVar[str] = "tensorrt"
+    capabilities: ClassVar[RuntimeCapabilities] = TENSORRT
 
     def __init__(
         self,
@@ -134,9 +136,9 @@ class TensorRTRuntime(RuntimeBase):
             )
         self.model_path = Path(model)
         self._gpu_index, self._dla_core = _parse_device(device, dla_core)
-        if precision is not None and str(precision).lower() not in ("fp16", "fp32", "int8"):
-            raise InvalidInputError(
-                f"TensorRT precision must be one of ('fp16', 'fp32', 'int8'), got {precision!r}"
+        if precision is not None:
+            precision = normalize_precision(
+                precision, TENSORRT.precision_option, what="TensorRT precision"
             )
         suffix = self.model_path.suffix.lower()
         if suffix not in (*_ENGINE_SUFFIXES, ".onnx"):

@@ -14,6 +14,7 @@ import torch
 from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailableError
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import TORCH, RuntimeCapabilities
 
 
 class TorchRuntime(RuntimeBase):
@@ -28,6 +29,7 @@ class TorchRuntime(RuntimeBase):
     """
 
     name: ClassVar[str] = "torch"
+    capabilities: ClassVar[RuntimeCapabilities] = TORCH
 
     def __init__(
         self,

@@ -60,6 +60,8 @@ from edgedet.meta import (
     write_sidecar,
 )
 
+from .capabilities import TENSORRT, normalize_precision
+
 try:
     import pycuda.driver as cuda
     import tensorrt as trt
@@ -70,7 +72,7 @@ log = logging.getLogger("edgedet.runtimes.tensorrt")
 
 #: Precisions a user can ask for. INT8 means explicit quantization (a Q/DQ ONNX model); the
 #: implicit calibrator is deprecated in TensorRT 10 and removed in 11, so edgedet does not use it.
-PRECISIONS = ("fp16", "fp32", "int8")
+PRECISIONS = TENSORRT.precision_option  # the runtime's declaration (capabilities.py)
 
 #: Default engine cache folder (``cache_dir=None``).
 DEFAULT_CACHE_DIR = Path("~/.cache/edgedet/engines")
@@ -276,12 +278,7 @@ class BuildResult:
 
 
 def _check_precision(precision: str) -> str:
-    p = str(precision).lower()
-    if p not in PRECISIONS:
-        raise InvalidInputError(
-            f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}"
-        )
-    return p
+    return normalize_precision(precision, PRECISIONS, what="TensorRT precision")
 
 
 def effective_precision(requested: str, has_qdq: bool, where: str) -> str:
