@@ -28,7 +28,13 @@ from .spec import METHODS, CalibrationSpec
 
 log = logging.getLogger("edgedet.calibration")
 
-RUNTIMES = ("onnxruntime", "openvino", "tensorrt")
+
+def int8_runtimes() -> list[str]:
+    """Runtimes whose declaration lists an INT8 format (`edgedet.runtimes.capabilities`)."""
+    from edgedet.runtimes.registry import runtime_capabilities, runtime_names
+
+    return [n for n in runtime_names() if runtime_capabilities(n).int8_formats]
+
 
 _OP_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
@@ -37,7 +43,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", help="folder of calibration images (searched recursively)")
     src.add_argument("--data", help="a dataset edgedet reads (COCO JSON, YOLO, VOC, KITTI)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="target runtime")
+    p.add_argument(
+        "--runtime", choices=int8_runtimes(), default="onnxruntime", help="target runtime"
+    )
     p.add_argument("--num", type=int, default=300, help="calibration images (default 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image draw (default 0)")
     p.add_argument("--family", help="decoder family, for models without edgedet meta")
@@ -81,6 +89,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edgedet calibrate`` (``edgedet calibrate sweep ...`` is dispatched from
     the same parser: its first word is ``sweep``)."""
+    from .guard import DEFAULT_PROXY_BOUND
+
     parser.add_argument(
         "target",
         nargs="+",
@@ -120,8 +130,8 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="label-free guard: keep layers float until the held-out proxy error (detection "
-        "error vs the float model) is at most this (default %(default)s: "
-        "calibration.guard.DEFAULT_PROXY_BOUND)",
+        f"error vs the float model) is at most this (default {DEFAULT_PROXY_BOUND:g}, chosen "
+        "by measurement: calibration/README.md)",
     )
     parser.add_argument(
         "--no-guard",
