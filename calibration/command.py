@@ -528,12 +528,35 @@ def run_calibrate(args: argparse.Namespace) -> int:
                     }
             report["labelled_check"] = bool(args.val)
             report["size_mb"] = {"float": _size_mb(model), "int8": _size_mb(result.path)}
+            _record_checks(result.path, report)
             report["budget_met"] = met
     finally:
         det.close()
     write_report(out, report)
     _print_summary(out, report)
     return 0 if met else 1
+
+
+def _record_checks(path: Path, report: dict[str, Any]) -> None:
+    """Write what checked the INT8 model into its own calibration record (meta / sidecar)."""
+    guard = report.get("label_free_guard") or {}
+    fid = report.get("fidelity") or {}
+    changes = {
+        "holdout_images": report.get("images", {}).get("holdout", 0),
+        "labelled_check": report.get("labelled_check", False),
+        "label_free_guard": {
+            k: guard.get(k) for k in ("bound", "met", "kept_float", "tries", "skipped") if k in guard
+        } or None,
+        "fidelity": {
+            k: fid.get(k) for k in ("map50_95", "map50", "images", "reference_boxes", "runtime")
+        } or None,
+    }
+    if path.suffix == ".onnx":
+        from .ort_int8 import update_record
+
+        update_record(path, **changes)
+    else:
+        _update_sidecar(path, **changes)
 
 
 def _print_summary(out: Path, report: dict[str, Any]) -> None:

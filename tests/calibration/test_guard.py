@@ -19,7 +19,7 @@ from edgedet.calibration.spec import Exclusion
 
 from edgedet.detections import Detections
 from edgedet.errors import InvalidInputError
-from edgedet.meta import ModelMeta, sidecar_path
+from edgedet.meta import ModelMeta, read_meta, sidecar_path
 
 META = ModelMeta(family="yolov5", class_names=("a", "b"), input_size=(32, 32))
 
@@ -286,6 +286,9 @@ def test_guard_protects_a_fragile_model_without_labels(
     assert tries[0]["kept_float"] == 0 and not tries[0]["ok"] and tries[0]["proxy_error"] > 0.5
     assert tries[-1]["ok"] and report["label_free_guard"]["kept_float"] == ["Conv_edgedet_1"]
     assert report["fidelity"]["map50_95"] > 0.95 and report["fidelity"]["reference_boxes"] > 0
+    record = read_meta(out).calibration  # the model's own record says what checked it
+    assert record["labelled_check"] is False and record["holdout_images"] == 6
+    assert record["label_free_guard"]["met"] and record["fidelity"]["map50_95"] > 0.95
     plain = _parse(str(model), "--images", str(image_dir), "--runtime", runtime, "--no-guard",
                    "--out", str(out.with_name("plain" + out.suffix)), "--method", "minmax",
                    "--no-latency")  # fmt: skip
