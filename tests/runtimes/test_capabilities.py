@@ -150,3 +150,19 @@ def image_dir(tmp_path: Path) -> Path:
     for i in range(6):
         cv2.imwrite(str(folder / f"img_{i}.jpg"), rng.integers(0, 255, (40, 48, 3), np.uint8))
     return folder
+
+
+def test_detector_asks_the_meta_precision_only_where_declared(tmp_path: Path) -> None:
+    """A model whose meta says fp16 runs at fp16 on a runtime declaring precision_from_meta
+    (OpenVINO); ONNX Runtime, which has no precision option, loads it as it is."""
+    import edgedet
+
+    model = make_tiny_yolov5(tmp_path / "half.onnx", meta=META.replace(precision="fp16"))
+    assert runtime_capabilities("openvino").precision_from_meta
+    with edgedet.load(model, runtime="openvino") as det:
+        assert det.runtime.requested_precision == "fp16"
+    with edgedet.load(model, runtime="openvino", runtime_options={"precision": "fp32"}) as det:
+        assert det.runtime.requested_precision == "fp32"
+    assert not runtime_capabilities("onnxruntime").precision_from_meta
+    with edgedet.load(model, runtime="onnxruntime") as det:
+        assert det.runtime.precision == "fp32"
