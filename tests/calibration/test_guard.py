@@ -295,3 +295,21 @@ def test_guard_protects_a_fragile_model_without_labels(
     assert run_calibrate(plain) == 0
     unguarded = json.loads(out.with_name("plain.calibration.json").read_text())
     assert "label_free_guard" not in unguarded and unguarded["fidelity"]["map50_95"] < 0.5
+
+
+def test_tensorrt_int8_is_checked_where_its_format_runs(
+    tiny_model: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    """TensorRT is not installed here: its symmetric QDQ model is checked on a runtime that
+    declares the same INT8 format (ONNX Runtime), and the report says which."""
+    from edgedet.runtimes.registry import probe
+
+    if probe("tensorrt")["available"]:
+        pytest.skip("TensorRT is installed here")
+    out = tmp_path / "q.onnx"
+    args = _parse(str(tiny_model), "--images", str(image_dir), "--runtime", "tensorrt",
+                  "--out", str(out), "--no-latency")  # fmt: skip
+    assert run_calibrate(args) == 0
+    report = json.loads((tmp_path / "q.calibration.json").read_text())
+    assert report["checked_on"] == "onnxruntime" and report["fidelity"]["runtime"] == "onnxruntime"
+    assert report["spec"]["symmetric_activations"] is True
