@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgedet.runtimes.capabilities import PRECISIONS as ALL_PRECISIONS
+from edgedet.runtimes.capabilities import normalize_precision
+from edgedet.runtimes.registry import runtime_capabilities
 
 from edgedet.errors import EdgedetError, InvalidInputError, RuntimeUnavailableError
 from edgedet.workdir import work_dir
@@ -49,10 +52,9 @@ from edgedet.workdir import work_dir
 from .latency import measure_latency, measure_throughput, peak_rss_mb, rss_mb
 from .system import PowerMonitor, host_info
 
-#: Runtimes that take a ``threads`` option, and those that take ``precision``.
-THREADED_RUNTIMES = frozenset({"onnxruntime", "openvino"})
-PRECISION_OPTIONS = {"openvino": ("fp32", "fp16", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Precisions a configuration may ask for (which runtime takes which, and whether it takes
+#: ``threads``, is each runtime's declaration: `edgedet.runtimes.registry.runtime_capabilities`).
+PRECISIONS = tuple(p for p in ALL_PRECISIONS if p != "mixed")
 
 
 class SkipConfig(Exception):
@@ -108,10 +110,8 @@ class BenchConfig:
             raise InvalidInputError(f"threads must be >= 1, got {self.threads}")
         if self.images is not None and self.images < 1:
             raise InvalidInputError(f"images must be >= 1, got {self.images}")
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise InvalidInputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'"
-            )
+        if self.precision is not None:
+            self.precision = normalize_precision(self.precision, PRECISIONS)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -223,7 +223,7 @@ def _precheck(config: BenchConfig) -> None:
                 "dynamic batch axis to sweep batch sizes"
             )
     req = config.precision
-    allowed = PRECISION_OPTIONS.get(config.runtime)
+    allowed = runtime_capabilities(config.runtime).precision_option or None
     if req is not None and allowed is not None and req not in allowed:
         from edgedet.meta import is_quantized_onnx
 
@@ -239,9 +239,10 @@ def _load(config: BenchConfig, carried_meta: bool) -> tuple[Any, float]:
     import edgedet
 
     opts: dict[str, Any] = dict(config.runtime_options)
-    if config.threads is not None and config.runtime in THREADED_RUNTIMES:
+    declared = runtime_capabilities(config.runtime)
+    if config.threads is not None and declared.threads:
         opts.setdefault("threads", config.threads)
-    allowed = PRECISION_OPTIONS.get(config.runtime, ())
+    allowed = declared.precision_option
     if config.precision is not None and config.precision in allowed:
         opts.setdefault("precision", config.precision)
     if config.runtime == "tensorrt":  # a dynamic-batch engine's profile must reach the batch
@@ -423,7 +424,7 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
             why = (
                 "it runs a model in the precision the model was saved in; give it a model of "
                 "that precision"
-                if config.runtime not in PRECISION_OPTIONS
+                if not runtime_capabilities(config.runtime).precision_option
                 else f"device {record['device']} does not offer it for this model"
             )
             raise SkipConfig(

@@ -133,12 +133,19 @@ def score_detector(
 
 
 def p50_latency(det: Any, dataset: Any, images: int = 8) -> tuple[float, float]:
-    """(end-to-end p50, inference p50) in ms, batch 1, through the benchmark harness."""
+    """(end-to-end p50, inference p50) in ms, batch 1, on the first ``images`` of ``dataset``."""
+    dataset = load_dataset(dataset)
+    return p50_latency_images(det, [dataset.read_image(s) for s in dataset.samples[:images]])
+
+
+def p50_latency_images(det: Any, images: Sequence[Any]) -> tuple[float, float]:
+    """(end-to-end p50, inference p50) in ms of ``det`` on ``images`` (BGR uint8 arrays),
+    batch 1, through the benchmark harness."""
     from edgedet.benchmarks.latency import measure_latency
 
-    dataset = load_dataset(dataset)
-    imgs = [dataset.read_image(s) for s in dataset.samples[:images]]
-    res = measure_latency(det, imgs, warmup=5, min_iterations=30, min_seconds=2.0, max_seconds=30.0)
+    res = measure_latency(
+        det, list(images), warmup=5, min_iterations=30, min_seconds=2.0, max_seconds=30.0
+    )
     return float(res.stages["e2e"]["p50"]), float(res.stages["infer"]["p50"])
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -281,20 +280,31 @@ def layer_sensitivity(
     source: CalibrationSource,
     spec: CalibrationSpec,
     meta: Any,
-    val: Any,
+    val: Any = None,
     *,
     metric: str = "proxy",
     layers: Sequence[str] | None = None,
     proxy_images: int = 16,
+    images: Sequence[np.ndarray] | None = None,
     threads: int | None = 2,
     prepared: PreparedModel | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SensitivityReport:
-    """Rank layers by the damage quantizing each one alone does (see the module docstring)."""
+    """Rank layers by the damage quantizing each one alone does (see the module docstring).
+
+    ``metric="proxy"`` needs no labels: it runs on ``images`` (BGR uint8 arrays, the first
+    ``proxy_images`` used) when given, else on the first ``proxy_images`` images of ``val``.
+    ``metric="map"`` needs ``val``, a labelled dataset.
+    """
     import onnx
 
     if metric not in ("proxy", "map"):
         raise CalibrationError(f"sensitivity metric must be 'proxy' or 'map', got {metric!r}")
+    if val is None and (metric == "map" or images is None):
+        raise CalibrationError(
+            f"sensitivity metric {metric!r} needs "
+            + ("a labelled val set" if metric == "map" else "images or a val set")
+        )
     work = make_work_dir(".edgedet-sens-")  # a killed run's is removed by the next
     try:
         if prepared is None:
@@ -305,17 +315,21 @@ def layer_sensitivity(
         exclusion = resolve_exclusions(model, spec, meta.family)
         names = list(layers) if layers is not None else quantizable_layers(model, exclusion)
         op_of = {n.name: n.op_type for n in model.graph.node}
-        dataset = load_dataset(val)
+        dataset = load_dataset(val) if val is not None else None
         report = SensitivityReport(metric=metric, layers=[])
         float_meta = meta.replace(precision="fp32")
         if metric == "proxy":
-            samples = dataset.samples[:proxy_images]
-            images = [dataset.read_image(s) for s in samples]
+            if images is not None:
+                images = list(images)[:proxy_images]
+            else:
+                assert dataset is not None
+                images = [dataset.read_image(s) for s in dataset.samples[:proxy_images]]
             ref_det = _detector_for(prepared.path, float_meta, threads)
             reference = [ref_det(im) for im in images]
             ref_det.close()
             report.images = len(images)
         else:
+            assert dataset is not None
             report.float_map = score_model(
                 prepared.path,
                 dataset,
@@ -330,6 +344,7 @@ def layer_sensitivity(
             row = LayerSensitivity(name, op_of.get(name, "?"))
             if metric == "proxy":
                 det = _detector_for(tmp, float_meta, threads)
+                assert images is not None
                 row.proxy = detection_error(reference, [det(im) for im in images])
                 det.close()
             else:
@@ -373,17 +388,23 @@ def mixed_precision(
     evaluate: Callable[[Path], Score],
     steps: Sequence[int] = (0, 1, 2, 4, 8, 16, 32),
     prepared: PreparedModel | None = None,
+    build: Callable[[Path, Sequence[str]], Path] | None = None,
+    suffix: str = ".onnx",
 ) -> MixedPrecisionResult:
     """Keep the first k of ``ranking`` in float for k in ``steps`` until the budget holds.
 
     ``evaluate(path)`` scores a candidate INT8 model (on the validation set, on the target
     runtime); ``before`` is the float model's score. The last candidate is kept even when the
     budget is not met (``met=False``), so the caller can report how close it came.
+    ``build(path, keep_float)`` writes a candidate for another INT8 format (named ``*suffix``,
+    e.g. OpenVINO IR, `guard.OpenVinoBuilder`); by default ONNX Runtime QDQ is built here.
     """
+    from .guard import move_model
+
     out = Path(out)
     work = make_work_dir(".edgedet-mixed-", out.parent)  # a killed run's: removed by the next
     try:
-        if prepared is None:
+        if prepared is None and build is None:
             prepared = prepare(model_path, work)
         tries: list[dict[str, Any]] = []
         built: list[tuple[Path, list[str], Score, bool]] = []
@@ -391,8 +412,13 @@ def mixed_precision(
             if k > len(ranking):
                 break
             keep = list(ranking[:k])
-            cand = work / f"k{k}.onnx"
-            quantize_onnx(model_path, source, spec, cand, meta, keep_float=keep, prepared=prepared)
+            cand = work / f"k{k}{suffix}"
+            if build is not None:
+                cand = build(cand, keep)
+            else:
+                quantize_onnx(
+                    model_path, source, spec, cand, meta, keep_float=keep, prepared=prepared
+                )
             # Only the mAPs are compared here; the command re-scores the kept candidate, so
             # the candidates' detections need not stay in memory.
             score = replace(evaluate(cand), detections=None)
@@ -419,7 +445,7 @@ def mixed_precision(
         cand, keep, score, ok = (
             built[-1] if built[-1][3] else max(built, key=lambda b: b[2].map50_95)
         )
-        shutil.move(str(cand), str(out))  # same folder: an atomic rename
+        move_model(cand, out)  # same folder: atomic renames
         return MixedPrecisionResult(out, keep, before, score, ok, tries)
     finally:
         remove_work_dir(work)

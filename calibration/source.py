@@ -62,6 +62,7 @@ class SourceReport:
     seed: int | None
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    holdout: int = 0  # images of the pool set aside (not calibrated on)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +74,20 @@ class SourceReport:
             "seed": self.seed,
             "skipped": list(self.skipped),
             "warnings": list(self.warnings),
+            "holdout": self.holdout,
         }
+
+
+#: The held-out draw uses ``seed + HOLDOUT_SEED_OFFSET`` so it is not the calibration draw.
+HOLDOUT_SEED_OFFSET = 7919
+
+
+def auto_holdout(pool: int) -> int:
+    """Images set aside by ``holdout="auto"``: a fifth of a pool of ``pool`` images, at least 8
+    and at most 64, and never more than half the pool (0 for pools under 4 images)."""
+    if pool < 4:
+        return 0
+    return min(max(8, round(pool * 0.2)), 64, pool // 2)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -129,6 +143,10 @@ class CalibrationSource:
         seed: the draw's seed (None: the first ``num`` in order).
         batch_size: images per batch (keep 1 for fixed-batch-1 models).
         progress: optional callback ``progress(done, total)`` called per batch served.
+        holdout: images of the pool set aside, never calibrated on (`holdout_paths`), for
+            checking the INT8 model on images it did not see: a count, or ``"auto"``
+            (`auto_holdout`: a fifth of the pool, 8..64 images). Drawn before the calibration
+            images with the seed, so the same pool and seed give the same split.
     """
 
     def __init__(
@@ -141,6 +159,7 @@ class CalibrationSource:
         seed: int | None = 0,
         batch_size: int = 1,
         progress: Any = None,
+        holdout: int | str = 0,
     ) -> None:
         if (images is None) == (dataset is None):
             raise InvalidInputError(
@@ -170,6 +189,21 @@ class CalibrationSource:
             origin = f"{len(candidates)} listed files"
         if not candidates:
             raise CalibrationError(f"calibration source {origin}: no images found")
+        n_hold = auto_holdout(len(candidates)) if holdout == "auto" else holdout
+        if isinstance(n_hold, bool) or not isinstance(n_hold, int) or n_hold < 0:
+            raise InvalidInputError(f"holdout must be 'auto' or an int >= 0, got {holdout!r}")
+        if n_hold and n_hold >= len(candidates):
+            raise InvalidInputError(
+                f"holdout {n_hold}: the pool {origin} has only {len(candidates)} images, none "
+                "would be left to calibrate on; pass a smaller --holdout or more images"
+            )
+        #: images set aside for the held-out check, in pool order (never calibrated on)
+        self.holdout_paths: list[Path] = choose(
+            candidates, n_hold, (seed or 0) + HOLDOUT_SEED_OFFSET
+        ) if n_hold else []  # fmt: skip
+        if self.holdout_paths:
+            held = set(self.holdout_paths)
+            candidates = [p for p in candidates if p not in held]
         picked = choose(candidates, num, seed)
         entries: list[ImageEntry] = []
         skipped: list[str] = []
@@ -213,6 +247,7 @@ class CalibrationSource:
             seed=seed,
             skipped=skipped,
             warnings=warnings,
+            holdout=len(self.holdout_paths),
         )
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
 

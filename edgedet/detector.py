@@ -601,7 +601,7 @@ def load(
     if path is not None and not path.exists():
         raise ModelLoadError(f"model file not found: {path}")
     resolved = resolve_meta(path, family, meta, meta_overrides)
-    from edgedet.runtimes.registry import resolve_auto, runtime_class
+    from edgedet.runtimes.registry import resolve_auto, runtime_capabilities, runtime_class
 
     if isinstance(runtime, str):
         names = [resolve_auto(path) if runtime == "auto" and path is not None else runtime]
@@ -616,10 +616,12 @@ def load(
         try:
             cls = runtime_class(name)
             opts = dict(runtime_options or {})
+            declared = runtime_capabilities(name)
             if (
-                name == "openvino"
+                declared.precision_from_meta
                 and "precision" not in opts
                 and resolved.precision in ("fp16", "bf16")
+                and resolved.precision in declared.precision_option
             ):
                 opts["precision"] = resolved.precision
             if name == "tensorrt" and "input_size" not in opts and resolved.input_size:

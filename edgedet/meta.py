@@ -20,6 +20,7 @@ from typing import Any
 
 from . import validate as v
 from .errors import IncompatibleModelError, InvalidInputError, ModelLoadError
+from .runtimes.capabilities import PRECISIONS
 from .validate import MAX_NAME_CHARS, brief, clip
 
 META_KEY = "edgedet.meta"
@@ -44,7 +45,7 @@ NAMED_CLASS_LISTS: dict[str, tuple[str, ...]] = {"coco": COCO80, "coco80": COCO8
 _LAYOUTS = ("NCHW", "NHWC")
 _COLORS = ("BGR", "RGB")
 _LETTERBOX = ("center", "topleft", "stretch")
-_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
+_PRECISIONS = PRECISIONS  # the one precision type: edgedet.runtimes.capabilities
 
 
 class _Unset:

@@ -26,8 +26,9 @@ import openvino as ov
 from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailableError
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import OPENVINO, RuntimeCapabilities, normalize_precision
 
-_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # edgedet -> INFERENCE_PRECISION_HINT
 _HINTS = {
     "latency": "LATENCY",
     "throughput": "THROUGHPUT",
@@ -62,6 +63,7 @@ class OpenVinoRuntime(RuntimeBase):
     """
 
     name: ClassVar[str] = "openvino"
+    capabilities: ClassVar[RuntimeCapabilities] = OPENVINO
 
     def __init__(
         self,
@@ -76,11 +78,9 @@ class OpenVinoRuntime(RuntimeBase):
         requests: int | None = None,
     ):
         self.device = (device or "CPU").upper()
-        precision = (precision or "fp32").lower()
-        if precision not in _PRECISIONS:
-            raise InvalidInputError(
-                f"openvino precision must be one of fp32, bf16, fp16, got '{precision}'"
-            )
+        precision = normalize_precision(
+            precision or "fp32", OPENVINO.precision_option, what="openvino precision"
+        )
         if hint not in _HINTS:
             raise InvalidInputError(f"openvino hint must be one of {list(_HINTS)}, got '{hint}'")
         self.core = ov.Core()

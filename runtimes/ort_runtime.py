@@ -28,6 +28,7 @@ from edgedet.errors import (
 from edgedet.hints import arg
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import ONNXRUNTIME, RuntimeCapabilities
 
 _DTYPES = {
     "tensor(float)": np.float32,
@@ -87,6 +88,7 @@ class OnnxRuntime(RuntimeBase):
     Safe to share between threads: ``infer`` calls ``session.run``, which is thread-safe."""
 
     name: ClassVar[str] = "onnxruntime"
+    capabilities: ClassVar[RuntimeCapabilities] = ONNXRUNTIME
 
     def __init__(
         self,

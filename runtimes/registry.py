@@ -19,6 +19,9 @@ from typing import Any
 from edgedet.errors import InvalidInputError, RuntimeUnavailableError, missing_extra
 from edgedet.hints import arg
 
+from . import capabilities as caps
+from .capabilities import RuntimeCapabilities
+
 
 @dataclass(frozen=True)
 class RuntimeEntry:
@@ -27,19 +30,25 @@ class RuntimeEntry:
     target: str  # "module:Class"
     package: str  # the heavy library it needs, for the error message
     extra: str  # the edgedet extra that installs it
+    #: the runtime's declaration, readable without importing its library (built-ins only;
+    #: a plugin's is read from its class, ``capabilities``)
+    capabilities: RuntimeCapabilities | None = None
 
 
 _BUILTIN: dict[str, RuntimeEntry] = {
     "onnxruntime": RuntimeEntry(
-        "edgedet.runtimes.ort_runtime:OnnxRuntime", "onnxruntime", "onnxruntime"
+        "edgedet.runtimes.ort_runtime:OnnxRuntime", "onnxruntime", "onnxruntime", caps.ONNXRUNTIME
     ),
     "openvino": RuntimeEntry(
-        "edgedet.runtimes.openvino_runtime:OpenVinoRuntime", "openvino", "openvino"
+        "edgedet.runtimes.openvino_runtime:OpenVinoRuntime", "openvino", "openvino", caps.OPENVINO
     ),
     "tensorrt": RuntimeEntry(
-        "edgedet.runtimes.tensorrt_runtime:TensorRTRuntime", "tensorrt and cuda-python", "tensorrt"
+        "edgedet.runtimes.tensorrt_runtime:TensorRTRuntime", "tensorrt and cuda-python", "tensorrt",
+        caps.TENSORRT,
     ),
-    "torch": RuntimeEntry("edgedet.runtimes.torch_runtime:TorchRuntime", "torch", "train"),
+    "torch": RuntimeEntry(
+        "edgedet.runtimes.torch_runtime:TorchRuntime", "torch", "train", caps.TORCH
+    ),
 }
 
 #: The one documented table behind ``runtime="auto"``: model file suffix -> runtime name.
@@ -103,6 +112,26 @@ def runtime_class(name: str) -> type[Any]:
             raise
         raise missing_extra(entry.package, entry.extra, f"runtime '{name}'") from err
     return getattr(module, class_name)  # type: ignore[no-any-return]
+
+
+def runtime_capabilities(name: str) -> RuntimeCapabilities:
+    """What runtime ``name`` declares it supports (`RuntimeCapabilities`). Built-in runtimes
+    answer without importing their library; a plugin's class is imported and must carry a
+    ``capabilities`` attribute."""
+    table = _load_registry()
+    if name not in table:
+        raise InvalidInputError(
+            f"unknown runtime '{name}'; known runtimes: {', '.join(sorted(table))}"
+        )
+    declared = table[name].capabilities
+    if declared is None:
+        declared = getattr(runtime_class(name), "capabilities", None)
+    if not isinstance(declared, RuntimeCapabilities):
+        raise InvalidInputError(
+            f"runtime '{name}' declares no capabilities: its class needs a `capabilities` "
+            "attribute (edgedet.runtimes.capabilities.RuntimeCapabilities)"
+        )
+    return declared
 
 
 def resolve_auto(path: str | Path) -> str:

@@ -57,9 +57,9 @@ from edgedet.errors import (
 from edgedet.meta import sidecar_path
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import TENSORRT, RuntimeCapabilities, normalize_precision
 from .trt_engine import (
     MIN_TRT_VERSION,
-    PRECISIONS,
     REBUILD_HINT,
     TrtTarget,
     cached_engine,
@@ -125,6 +125,7 @@ class TensorRTRuntime(RuntimeBase):
     """
 
     name: ClassVar[str] = "tensorrt"
+    capabilities: ClassVar[RuntimeCapabilities] = TENSORRT
 
     def __init__(
         self,
@@ -164,11 +165,9 @@ class TensorRTRuntime(RuntimeBase):
         self.model_path = Path(model)
         self._gpu_index, self._dla_core = _parse_device(device, dla_core)
         if precision is not None:
-            precision = str(precision).strip().lower()
-            if precision not in PRECISIONS:
-                raise InvalidInputError(
-                    f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}"
-                )
+            precision = normalize_precision(
+                precision, TENSORRT.precision_option, what="TensorRT precision"
+            )
         suffix = self.model_path.suffix.lower()
         if suffix not in (*_ENGINE_SUFFIXES, ".onnx"):
             raise InvalidInputError(

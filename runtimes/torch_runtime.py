@@ -19,6 +19,7 @@ import torch
 from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailableError
 
 from .base import RuntimeBase, TensorSpec
+from .capabilities import TORCH, RuntimeCapabilities
 
 
 class TorchRuntime(RuntimeBase):
@@ -35,6 +36,7 @@ class TorchRuntime(RuntimeBase):
     """
 
     name: ClassVar[str] = "torch"
+    capabilities: ClassVar[RuntimeCapabilities] = TORCH
 
     def __init__(
         self,

@@ -63,6 +63,8 @@ from edgedet.meta import (
     write_sidecar,
 )
 
+from .capabilities import TENSORRT, normalize_precision
+
 try:
     import tensorrt as trt
 except ImportError as _err:  # the registry's own message covers the runtime; this covers callers
@@ -77,7 +79,7 @@ log = logging.getLogger("edgedet.runtimes.tensorrt")
 
 #: Precisions a user can ask for. INT8 means explicit quantization (a Q/DQ ONNX model); the
 #: implicit calibrator is deprecated in TensorRT 10 and removed in 11, so edgedet does not use it.
-PRECISIONS = ("fp16", "fp32", "int8")
+PRECISIONS = TENSORRT.precision_option  # the runtime's declaration (capabilities.py)
 
 #: Default engine cache folder (``cache_dir=None``).
 DEFAULT_CACHE_DIR = Path("~/.cache/edgedet/engines")
@@ -438,12 +440,7 @@ class BuildResult:
 
 
 def _check_precision(precision: str) -> str:
-    p = str(precision).lower()
-    if p not in PRECISIONS:
-        raise InvalidInputError(
-            f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}"
-        )
-    return p
+    return normalize_precision(precision, PRECISIONS, what="TensorRT precision")
 
 
 def effective_precision(requested: str, has_qdq: bool, where: str) -> str:
