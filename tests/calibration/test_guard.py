@@ -184,7 +184,7 @@ def test_bad_guard_flags(tiny_model: Path, image_dir: Path, tmp_path: Path) -> N
 
 def _fragile_model(path: Path) -> Path:
     """Conv(3->4) -> Conv(4->7) -> Sigmoid -> x32 for the box channels, shaped like a YOLOv5
-    head [B, 32*32, 7], that detects (objectness bias +3). The first conv (the stem, float)
+    head [B, 3*21, 7], that detects (objectness bias +3). The first conv (the stem, float)
     passes the image through and adds a channel 1000x larger that nothing reads: the second
     conv's INT8 input (one scale per tensor) then rounds the image channels away."""
     from onnx import TensorProto, helper, numpy_helper
@@ -205,16 +205,22 @@ def _fragile_model(path: Path) -> Path:
         helper.make_node("Sigmoid", ["conv"], ["sig"]),
         helper.make_node("Mul", ["sig", "S"], ["scaled"]),
         helper.make_node("Reshape", ["scaled", "shape"], ["flat"]),
-        helper.make_node("Transpose", ["flat"], ["output"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["flat"], ["all_rows"], perm=[0, 2, 1]),
+        # 3 anchors x 21 cells (strides 8/16/32 on 32x32), the rows YOLOv5's decoder checks for;
+        # taken from the middle of the image
+        helper.make_node("Slice", ["all_rows", "starts", "ends", "axes"], ["output"]),
     ]
     inits = [
         numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(np.zeros(4, np.float32), "B1"),
         numpy_helper.from_array(w2, "W2"), numpy_helper.from_array(b2, "B2"),
         numpy_helper.from_array(scale, "S"),
         numpy_helper.from_array(np.array([0, 7, 1024], np.int64), "shape"),
+        numpy_helper.from_array(np.array([480], np.int64), "starts"),
+        numpy_helper.from_array(np.array([543], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
     ]  # fmt: skip
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 32, 32])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1024, 7])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 63, 7])
     model = helper.make_model(
         helper.make_graph(nodes, "fragile", [x], [y], inits),
         opset_imports=[helper.make_opsetid("", 13)],
