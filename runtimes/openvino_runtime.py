@@ -10,7 +10,7 @@ Thread safety: one `OpenVinoRuntime` may be shared by several threads (one detec
 camera threads). An ``InferRequest`` owns its input and output tensors, so two threads on one
 request read each other's results; ``infer`` therefore gives each calling thread its own request
 (``threading.local``, created on the thread's first call), while the ``CompiledModel`` they come
-from is thread-safe in OpenVINO. ``submit`` goes through one ``AsyncInferQueue`` under a lock.
+from is thread-safe in OpenVINO. ``submit`` runs ``infer`` on a pool of Python threads.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import openvino as ov
 
 from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailableError
 
+from .async_pool import InferPool
 from .base import RuntimeBase, TensorSpec
 from .capabilities import OPENVINO, RuntimeCapabilities, normalize_precision
 
@@ -59,7 +60,7 @@ class OpenVinoRuntime(RuntimeBase):
         requests: size of the async infer queue (None: the plugin's optimal number).
 
     Safe to share between threads: ``infer`` runs on one ``InferRequest`` per calling thread
-    (see the module docstring); ``submit`` / ``wait_all`` share one queue, under a lock.
+    (see the module docstring); ``submit`` / ``wait_all`` share one thread pool.
     """
 
     name: ClassVar[str] = "openvino"
@@ -127,7 +128,7 @@ class OpenVinoRuntime(RuntimeBase):
         self._local = threading.local()
         self._submit_lock = threading.Lock()
         self._requests = requests
-        self._queue: Any = None
+        self._pool: InferPool | None = None
         self._precision = self._actual_precision()
 
     def _actual_precision(self) -> str:
@@ -173,37 +174,25 @@ class OpenVinoRuntime(RuntimeBase):
         callback: Callable[[dict[str, np.ndarray], Any], None],
         userdata: Any = None,
     ) -> None:
-        """Queue a request on an ``AsyncInferQueue`` (created on first use)."""
+        """Run a request on a pool of Python threads (``requests`` of them, default the
+        plugin's optimal number), each on its own ``InferRequest``. Not ``AsyncInferQueue``:
+        its native callbacks can deadlock the compiled model's teardown
+        (`edgedet.runtimes.async_pool`)."""
         self._check_feeds(feeds)
         with self._submit_lock:
-            self._submit(feeds, callback, userdata)
+            if self._pool is None:
+                self._pool = InferPool(self.infer, self._requests or self._optimal_requests())
+        self._pool.submit(feeds, callback, userdata)
 
-    def _submit(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        callback: Callable[[dict[str, np.ndarray], Any], None],
-        userdata: Any,
-    ) -> None:
-        if self._queue is None:
-            self._queue = ov.AsyncInferQueue(self.compiled, self._requests or 0)
-            outputs = self.outputs
-
-            def done(request: Any, user: tuple[Callable[..., None], Any]) -> None:
-                cb, data = user
-                cb(
-                    {
-                        s.name: np.array(request.get_output_tensor(i).data)
-                        for i, s in enumerate(outputs)
-                    },
-                    data,
-                )
-
-            self._queue.set_callback(done)
-        self._queue.start_async({s.name: feeds[s.name] for s in self.inputs}, (callback, userdata))
+    def _optimal_requests(self) -> int:
+        try:
+            return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        except (RuntimeError, TypeError, ValueError):
+            return 1
 
     def wait_all(self) -> None:
-        if self._queue is not None:
-            self._queue.wait_all()
+        if self._pool is not None:
+            self._pool.wait_all()
 
     def describe(self) -> dict[str, Any]:
         def prop(key: str) -> Any:
@@ -238,9 +227,9 @@ class OpenVinoRuntime(RuntimeBase):
 
     def close(self) -> None:
         if not self._closed:
-            if self._queue is not None:
-                self._queue.wait_all()
-            self._queue = None
+            if self._pool is not None:  # requests in flight finish before the model goes
+                self._pool.close()
+                self._pool = None
             self._local = threading.local()  # this thread's request; others go with their thread
             self.compiled = None  # type: ignore[assignment]
         super().close()

@@ -20,15 +20,18 @@ import numpy as np
 import onnxruntime as ort
 
 from edgedet.errors import (
-    InferenceError,
     InvalidInputError,
     ModelLoadError,
     RuntimeUnavailableError,
 )
 from edgedet.hints import arg
 
+from .async_pool import InferPool
 from .base import RuntimeBase, TensorSpec
 from .capabilities import ONNXRUNTIME, RuntimeCapabilities
+
+#: Requests run at once by ``submit`` (each ``run`` uses the session's own intra-op threads).
+_POOL_WORKERS = 4
 
 _DTYPES = {
     "tensor(float)": np.float32,
@@ -133,6 +136,7 @@ class OnnxRuntime(RuntimeBase):
                 f"onnxruntime could not load {self.model_path or 'the model'}: {err}".strip()
             ) from err
         self.threads = threads
+        self._pool: InferPool | None = None
         self.optimization = optimization
         self.inputs = tuple(_spec(a) for a in self.session.get_inputs())
         self.outputs = tuple(_spec(a) for a in self.session.get_outputs())
@@ -157,52 +161,18 @@ class OnnxRuntime(RuntimeBase):
         callback: Callable[[dict[str, np.ndarray], Any], None],
         userdata: Any = None,
     ) -> None:
-        """Asynchronous run: ``InferenceSession.run_async`` (ORT >= 1.16), or a worker thread
-        calling ``run`` when the session has a single intra-op thread (``run_async`` refuses
-        those sessions); ``run`` is thread-safe and releases the GIL."""
-        import threading
-
+        """Asynchronous run on a pool of Python threads calling ``run`` (thread-safe, releases
+        the GIL), not ``run_async``, whose native callbacks can deadlock the session's teardown
+        (`edgedet.runtimes.async_pool`)."""
         self._check_feeds(feeds)
-        if not hasattr(self, "_pending"):
-            self._pending = 0
-            self._cv = threading.Condition()
-            self._errors: list[str] = []
-        with self._cv:
-            self._pending += 1
-
-        def finish(outs: list[np.ndarray] | None, user: Any, err: str) -> None:
-            try:
-                if err:
-                    self._errors.append(err)
-                elif outs is not None:
-                    callback(dict(zip(self._output_names, outs)), user)
-            finally:
-                with self._cv:
-                    self._pending -= 1
-                    self._cv.notify_all()
-
-        if self.threads == 1:
-
-            def work() -> None:
-                try:
-                    outs = self.session.run(self._output_names, dict(feeds))
-                except Exception as err:  # reported by wait_all, never swallowed
-                    finish(None, userdata, str(err))
-                    return
-                finish(outs, userdata, "")
-
-            threading.Thread(target=work, daemon=True).start()
-        else:
-            self.session.run_async(self._output_names, dict(feeds), finish, userdata)
+        if self._pool is None:
+            self._pool = InferPool(self.infer, _POOL_WORKERS)
+        self._pool.submit(feeds, callback, userdata)
 
     def wait_all(self) -> None:
         """Block until every submitted request has finished; raise if any of them failed."""
-        if hasattr(self, "_cv"):
-            with self._cv:
-                self._cv.wait_for(lambda: self._pending == 0)
-            if self._errors:
-                errors, self._errors = self._errors, []
-                raise InferenceError(f"{len(errors)} async inference(s) failed: {errors[0]}")
+        if self._pool is not None:
+            self._pool.wait_all()
 
     @property
     def precision(self) -> str:
@@ -231,5 +201,8 @@ class OnnxRuntime(RuntimeBase):
 
     def close(self) -> None:
         if not self._closed:
+            if self._pool is not None:  # requests in flight finish before the session goes
+                self._pool.close()
+                self._pool = None
             self.session = None  # type: ignore[assignment]
         super().close()

@@ -13,7 +13,7 @@ import pytest
 from edgedet.runtimes.base import AsyncInfer, ReportsPrecision, Runtime
 from edgedet.runtimes.registry import probe, runtime_class, runtime_names
 
-from edgedet.errors import InvalidInputError
+from edgedet.errors import InferenceError, InvalidInputError
 from tests.tiny_models import conv_weights, make_tiny_yolov5
 
 RUNTIMES = runtime_names()
@@ -127,3 +127,38 @@ def test_real_model_parity(name: str, model: str, models_dir: Path) -> None:
             out = rt.infer(x)
     for key, arr in expected.items():
         np.testing.assert_allclose(out[key], arr, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_close_with_requests_in_flight(name: str, tiny: Path, feeds: dict, reference: dict) -> None:
+    """close() right after submit: every request finishes and calls back first, and the
+    native session is freed with no native thread waiting to call into Python (the old
+    run_async / AsyncInferQueue callbacks could deadlock that teardown)."""
+    import time
+
+    rt = _make(name, tiny, 32)
+    got: list[np.ndarray] = []
+
+    def slow(out: dict, _: object) -> None:
+        time.sleep(0.01)  # still in the callback when close() starts
+        got.append(out["output"])
+
+    for _ in range(8):
+        rt.submit(feeds, slow, None)
+    rt.close()
+    assert len(got) == 8
+    for arr in got:
+        np.testing.assert_allclose(arr, reference["output"], rtol=1e-4, atol=1e-5)
+
+
+def test_async_callback_errors_reach_wait_all(tiny: Path, feeds: dict) -> None:
+    rt = _make("onnxruntime", tiny, 32)
+    with rt:
+
+        def broken(out: dict, _: object) -> None:
+            raise ValueError("callback broke")
+
+        rt.submit(feeds, broken, None)
+        with pytest.raises(InferenceError, match="callback broke"):
+            rt.wait_all()
+        rt.wait_all()  # reported once
