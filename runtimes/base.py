@@ -62,7 +62,8 @@ class ReportsPrecision(Protocol):
 
     @property
     def precision(self) -> str:
-        """One of 'fp32', 'fp16', 'bf16', 'int8' (INT8 models with float fallbacks say 'int8')."""
+        """A `edgedet.runtimes.capabilities.Precision` other than 'mixed' (INT8 models with
+        float fallbacks say 'int8'); one of the runtime's declared ``capabilities.precisions``."""
         ...
 
 
