@@ -39,10 +39,10 @@ _JETSON_NOTE = (
 
 def _install_origin() -> tuple[str, str] | None:
     """('checkout', dir) or ('wheel', file) for this install of edgedet, when pip recorded it."""
-    try:
-        text = metadata.distribution("edgedet").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return None
+    # every "edgedet" distribution on the path: run from a checkout's root, its build leftover
+    # (``edgedet.egg-info``) comes first and has no direct_url.json; pip's record is further on
+    texts = [d.read_text("direct_url.json") for d in metadata.distributions(name="edgedet")]
+    text = next((t for t in texts if t), None)
     if not text:
         return None
     try:

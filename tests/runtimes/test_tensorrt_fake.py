@@ -532,7 +532,7 @@ def test_missing_tensorrt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(
         RuntimeUnavailableError,
         match=r"runtime 'tensorrt' needs the tensorrt and cuda-python package \(the 'tensorrt' extra\): "
-        r"pip install .+\[tensorrt\]\S*; on a Jetson, TensorRT comes with JetPack",
+        r"pip install .+\[tensorrt\][^;]*; on a Jetson, TensorRT comes with JetPack",
     ):
         runtime_class("tensorrt")
     for name in _OURS:
