@@ -245,7 +245,7 @@ def _load(config: BenchConfig, carried_meta: bool) -> tuple[Any, float]:
     allowed = declared.precision_option
     if config.precision is not None and config.precision in allowed:
         opts.setdefault("precision", config.precision)
-    if config.runtime == "tensorrt":  # a dynamic-batch engine's profile must reach the batch
+    if declared.builds_engine:  # a dynamic-batch engine's profile must reach the batch
         opts.setdefault("max_batch", config.batch)
     overrides: dict[str, Any] = {}
     if config.imgsz is not None:

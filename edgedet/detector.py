@@ -624,7 +624,7 @@ def load(
                 and resolved.precision in declared.precision_option
             ):
                 opts["precision"] = resolved.precision
-            if name == "tensorrt" and "input_size" not in opts and resolved.input_size:
+            if declared.builds_engine and "input_size" not in opts and resolved.input_size:
                 opts["input_size"] = tuple(resolved.input_size)  # fixes a dynamic H/W build
             _check_runtime_options(name, cls, opts)
             rt = cls(model, device=device, **opts)

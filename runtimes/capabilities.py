@@ -66,6 +66,9 @@ class RuntimeCapabilities:
         async_infer: offers ``submit`` / ``wait_all`` (`edgedet.runtimes.base.AsyncInfer`).
         precision_from_meta: when no ``precision`` option is given, a model whose meta declares
             a reduced float precision (fp16 / bf16) is run at that precision.
+        builds_engine: builds a fixed engine from an ONNX model at load, so it takes
+            ``input_size`` (fixes a dynamic H/W) and ``max_batch`` (the dynamic-batch profile's
+            largest batch) options.
     """
 
     devices: tuple[str, ...]
@@ -76,6 +79,7 @@ class RuntimeCapabilities:
     int8_symmetric: bool = False
     async_infer: bool = False
     precision_from_meta: bool = False
+    builds_engine: bool = False
 
     def __post_init__(self) -> None:
         for p in (*self.precisions, *self.precision_option):
@@ -101,6 +105,7 @@ class RuntimeCapabilities:
             "int8_symmetric": self.int8_symmetric,
             "async_infer": self.async_infer,
             "precision_from_meta": self.precision_from_meta,
+            "builds_engine": self.builds_engine,
         }
 
 
@@ -126,5 +131,6 @@ TENSORRT = RuntimeCapabilities(
     precision_option=("fp32", "fp16", "int8"),
     int8_formats=("qdq_onnx",),
     int8_symmetric=True,
+    builds_engine=True,
 )
 TORCH = RuntimeCapabilities(devices=("cpu", "cuda"), precisions=("fp32",), threads=True)

@@ -142,7 +142,11 @@ def evaluate_onnx(
         raise TrainingError(f"runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
     if read_meta(model_path) is None:
         raise TrainingError(f"{model_path} carries no edgedet meta")
-    opts = {"precision": "fp32"} if runtime == "openvino" else {}
+    from edgedet.runtimes.registry import runtime_capabilities
+
+    # fp32 where the runtime has a precision option (OpenVINO would pick bf16 on such CPUs)
+    declared = runtime_capabilities(runtime)
+    opts = {"precision": "fp32"} if "fp32" in declared.precision_option else {}
     with edgedet.load(model_path, runtime=runtime, runtime_options=opts) as det:
         proto = protocol or resolve_protocol(det.meta, overrides=overrides)
         res = score(det, data, proto, data_flag="--val")
