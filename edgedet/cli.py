@@ -582,6 +582,12 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
         "run_export",
         "export a training checkpoint to ONNX with meta",
     ),
+    "ros2": (
+        "edgedet.ros2.command",
+        "add_ros2_arguments",
+        "run_ros2",
+        "ROS 2 node: images in, vision_msgs/Detection2DArray out (rclpy, DDS or rosbag2)",
+    ),
 }
 
 
