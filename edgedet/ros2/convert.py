@@ -207,7 +207,11 @@ def image_to_bgr(msg: Any, topic: str = "the image topic") -> np.ndarray:
     """
     import cv2
 
-    encoding = str(msg.encoding)
+    try:
+        encoding = str(msg.encoding)
+        h, w, step, payload = int(msg.height), int(msg.width), int(msg.step), msg.data
+    except (AttributeError, TypeError, ValueError) as err:
+        raise InvalidInputError(f"message on {topic} is not a sensor_msgs/Image: {err}") from err
     channels = SUPPORTED_ENCODINGS.get(encoding.lower())
     if channels is None:
         raise InvalidInputError(
@@ -215,14 +219,16 @@ def image_to_bgr(msg: Any, topic: str = "the image topic") -> np.ndarray:
             f"{', '.join(SUPPORTED_ENCODINGS)} (convert it first, e.g. with image_proc's "
             "debayer/resize nodes or cv_bridge)"
         )
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise InvalidInputError(f"image on {topic} is empty ({w}x{h})")
     if step < w * channels:
         raise InvalidInputError(
             f"image on {topic}: step {step} is less than width {w} x {channels} channel(s)"
         )
-    data = np.frombuffer(memoryview(msg.data).cast("B"), np.uint8)
+    try:  # bytes, array.array (rclpy), numpy (rosbags)
+        data = np.frombuffer(memoryview(payload).cast("B"), np.uint8)
+    except TypeError:  # a list of ints (cyclonedds' decoding of uint8[])
+        data = np.asarray(payload, np.uint8)
     if data.size < step * h:
         raise InvalidInputError(
             f"image on {topic}: {data.size} data bytes for {h} rows of step {step} "
