@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -85,6 +86,11 @@ def add_ros2_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--wait-subscribers", type=float, default=0.0,
         help="dds: wait up to this many seconds for a subscriber before the first image",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-qos", choices=["sensor_data", "reliable"], default="sensor_data",
+        help="topic input: best effort (ROS 2's sensor-data profile; matches any camera driver) "
+        "or reliable (no image dropped by the transport)",
     )  # fmt: skip
     p.add_argument("--report", default=None, metavar="FILE", help="also write the JSON report here")
     p.add_argument(
@@ -167,31 +173,52 @@ def run_ros2(args: argparse.Namespace) -> int:
 
 
 def _run_plain(args: argparse.Namespace, config: NodeConfig, transport: str) -> Any:
-    from .node import DetectionNode, Output, run_camera, run_messages, run_topic
+    from .node import Output
 
     det = load_detector(args, config)
-    outputs: list[Output] = []
-    dds = None
-    dds_out = None
     try:
-        if transport == "dds":
-            from .dds import DdsTransport
+        outputs: list[Output] = []
+        if transport != "dds":
+            return serve(args, config, det, outputs)
+        from .dds import DdsTransport
 
-            domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0"))
-            dds = DdsTransport(domain)
-            dds_out = dds.output(config.output_topic)
-            outputs.append(dds_out)
+        domain = args.domain_id
+        if domain is None:
+            domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
+        dds = DdsTransport(domain, reliable_input=args.input_qos == "reliable")
+        out = dds.output(config.output_topic)
+        outputs.append(out)
+        if args.wait_subscribers > 0:
+            n = out.wait_for_subscribers(args.wait_subscribers)
+            log.info("%d subscriber(s) matched on %s", n, config.output_topic)
+        return serve(args, config, det, outputs, dds.images, dds.matched)
+    finally:
+        det.close()
+
+
+def serve(
+    args: argparse.Namespace,
+    config: NodeConfig,
+    detector: Any,
+    outputs: list[Any],
+    topic_images: Callable[[str], Iterator[list[Any]]] | None = None,
+    matched: Callable[[], int] | None = None,
+) -> Any:
+    """Run the node on the input ``args`` name (``--camera``, ``--input-bag``, else the topic
+    through ``topic_images(topic)``), publishing to ``outputs`` and to ``--out-bag``. Shared by
+    every transport; the outputs are closed at the end (an unfinished bag is removed).
+    Returns the `edgedet.ros2.node.NodeReport`."""
+    from .node import DetectionNode, run_camera, run_messages, run_topic
+
+    try:
         if args.out_bag:
             from .msgs import BagOutput
 
             outputs.append(BagOutput(args.out_bag, config.output_topic, args.bag_storage))
         node = DetectionNode(
-            det, outputs, frame_id=config.frame_id, class_id=config.class_id,
+            detector, outputs, frame_id=config.frame_id, class_id=config.class_id,
             topic=args.camera or config.input_topic,
         )  # fmt: skip
-        if dds_out is not None and args.wait_subscribers > 0:
-            n = dds_out.wait_for_subscribers(args.wait_subscribers)
-            log.info("%d subscriber(s) matched on %s", n, config.output_topic)
         if args.camera is not None:
             source: int | str = int(args.camera) if args.camera.isdigit() else args.camera
             run_camera(
@@ -203,21 +230,19 @@ def _run_plain(args: argparse.Namespace, config: NodeConfig, transport: str) -> 
 
             run_messages(node, read_bag_images(args.input_bag, config.input_topic), args.max_frames)
         else:
-            assert dds is not None
+            if topic_images is None:
+                raise InvalidInputError("--transport none reads no topic: pass --camera or --input-bag")
             run_topic(
-                node, dds.images(config.input_topic), idle_timeout=args.idle_timeout,
+                node, topic_images(config.input_topic), idle_timeout=args.idle_timeout,
                 give_up=args.give_up, max_frames=args.max_frames, duration=args.duration,
-                matched=dds.matched,
+                matched=matched,
             )  # fmt: skip
     except BaseException:
         for o in outputs:
-            getattr(o, "abort", o.close)()  # an unfinished bag is removed, not kept
+            getattr(o, "abort", o.close)()
         raise
-    else:
-        for o in outputs:
-            o.close()
-    finally:
-        det.close()
+    for o in outputs:
+        o.close()
     return node.report
 
 

@@ -109,14 +109,17 @@ def to_idl(msg: Any, typename: str | None = None) -> Any:
     return idl_type(typename)(**values)
 
 
-def ros_qos(depth: int = 10) -> Any:
-    """ROS 2's default topic QoS as cyclonedds QoS: reliable, keep last ``depth``, volatile, and
-    plain CDR (XCDR1) data representation as ROS 2 nodes use."""
+def ros_qos(depth: int = 10, reliable: bool = True) -> Any:
+    """ROS 2's topic QoS as cyclonedds QoS: reliable (the default profile) or best effort (the
+    sensor-data profile, which also matches reliable writers), keep last ``depth``, volatile,
+    and plain CDR (XCDR1) data representation as ROS 2 nodes use."""
     from cyclonedds.core import Policy, Qos
     from cyclonedds.util import duration
 
     return Qos(
-        Policy.Reliability.Reliable(duration(seconds=1)),
+        Policy.Reliability.Reliable(duration(seconds=1))
+        if reliable
+        else Policy.Reliability.BestEffort,
         Policy.History.KeepLast(depth),
         Policy.Durability.Volatile,
         Policy.DataRepresentation(use_cdrv0_representation=True),
@@ -181,7 +184,7 @@ class DdsReader:
 
     def __init__(
         self, topic: str, typename: str = IMAGE, domain_id: int = 0, raw: bool = False,
-        participant: Any = None, depth: int = 10,
+        participant: Any = None, depth: int = 10, reliable: bool = True,
     ) -> None:  # fmt: skip
         _require()
         from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
@@ -192,7 +195,7 @@ class DdsReader:
         self.topic = topic
         self.participant = participant or DomainParticipant(domain_id)
         self._topic = Topic(self.participant, dds_topic(topic), idl_type(typename))
-        self.reader = DataReader(self.participant, self._topic, qos=ros_qos(depth))
+        self.reader = DataReader(self.participant, self._topic, qos=ros_qos(depth, reliable))
         if raw:
             # cyclonedds' DataReader.take passes the bytes it received (encapsulation header
             # included) to ``topic.data_type.deserialize`` (cyclonedds/sub.py); wrapping that one
@@ -237,12 +240,13 @@ class DdsTransport:
 
     name = "dds"
 
-    def __init__(self, domain_id: int = 0) -> None:
+    def __init__(self, domain_id: int = 0, reliable_input: bool = False) -> None:
         _require()
         from cyclonedds.domain import DomainParticipant
 
         self.participant = DomainParticipant(domain_id)
         self.reader: DdsReader | None = None
+        self.reliable_input = reliable_input
 
     def output(self, topic: str) -> DdsOutput:
         return DdsOutput(topic, participant=self.participant)
@@ -250,7 +254,10 @@ class DdsTransport:
     def images(self, topic: str, poll_s: float = 0.2) -> Iterator[list[Any]]:
         """Lists of ``sensor_msgs/Image`` samples as they arrive (empty after ``poll_s`` s
         without one); endless."""
-        self.reader = DdsReader(topic, IMAGE, participant=self.participant)
+        depth = 10 if self.reliable_input else 5  # sensor-data profile: keep last 5
+        self.reader = DdsReader(
+            topic, IMAGE, participant=self.participant, depth=depth, reliable=self.reliable_input
+        )
         while True:
             yield self.reader.take(poll_s)
 

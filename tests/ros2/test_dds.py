@@ -133,7 +133,7 @@ def test_camera_topic_that_disappears_is_reported_and_survived(
     node = subprocess.Popen(
         [sys.executable, "-m", "edgedet.ros2", str(sample), "--runtime", "onnxruntime",
          "--transport", "dds", "--domain-id", str(domain), "--input-topic", CAM,
-         "--output-topic", OUT, "--idle-timeout", "1", "--give-up", "5",
+         "--output-topic", OUT, "--idle-timeout", "1", "--give-up", "5", "--input-qos", "reliable",
          "--report", str(report_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
