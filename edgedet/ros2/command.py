@@ -154,6 +154,10 @@ def run_ros2(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             "--transport none reads no topic: pass --camera SRC or --input-bag BAG"
         )
+    if args.ros_args and transport != "rclpy":
+        raise InvalidInputError(
+            f"--ros-args needs the rclpy transport (here: {transport}); use the flags instead"
+        )
     config = NodeConfig(
         model=str(args.model),
         score_threshold=-1.0 if args.conf is None else float(args.conf),
@@ -219,24 +223,31 @@ def serve(
             detector, outputs, frame_id=config.frame_id, class_id=config.class_id,
             topic=args.camera or config.input_topic,
         )  # fmt: skip
-        if args.camera is not None:
-            source: int | str = int(args.camera) if args.camera.isdigit() else args.camera
-            run_camera(
-                node, source, reconnect=args.reconnect, reconnect_delay=args.reconnect_delay,
-                max_frames=args.max_frames,
-            )  # fmt: skip
-        elif args.input_bag:
-            from .msgs import read_bag_images
+        try:
+            if args.camera is not None:
+                source: int | str = int(args.camera) if args.camera.isdigit() else args.camera
+                run_camera(
+                    node, source, reconnect=args.reconnect, reconnect_delay=args.reconnect_delay,
+                    max_frames=args.max_frames,
+                )  # fmt: skip
+            elif args.input_bag:
+                from .msgs import read_bag_images
 
-            run_messages(node, read_bag_images(args.input_bag, config.input_topic), args.max_frames)
-        else:
-            if topic_images is None:
-                raise InvalidInputError("--transport none reads no topic: pass --camera or --input-bag")
-            run_topic(
-                node, topic_images(config.input_topic), idle_timeout=args.idle_timeout,
-                give_up=args.give_up, max_frames=args.max_frames, duration=args.duration,
-                matched=matched,
-            )  # fmt: skip
+                images = read_bag_images(args.input_bag, config.input_topic)
+                run_messages(node, images, args.max_frames)
+            else:
+                if topic_images is None:
+                    raise InvalidInputError(
+                        "--transport none reads no topic: pass --camera or --input-bag"
+                    )
+                run_topic(
+                    node, topic_images(config.input_topic), idle_timeout=args.idle_timeout,
+                    give_up=args.give_up, max_frames=args.max_frames, duration=args.duration,
+                    matched=matched,
+                )  # fmt: skip
+        except KeyboardInterrupt:  # Ctrl-C is how a node is stopped: keep what was published
+            node.report.ended = "interrupted (Ctrl-C)"
+            log.warning("interrupted: finishing the outputs")
     except BaseException:
         for o in outputs:
             getattr(o, "abort", o.close)()

@@ -28,7 +28,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import EdgedetError, InvalidInputError
-from .convert import MessageFactory, Stamp, image_to_bgr, to_detection2d_array
+from .convert import (
+    SUPPORTED_ENCODINGS,
+    MessageFactory,
+    Stamp,
+    image_to_bgr,
+    to_detection2d_array,
+)
 
 log = logging.getLogger("edgedet.ros2")
 
@@ -111,7 +117,8 @@ class DetectionNode:
             bgr = image_to_bgr(msg, self.topic)
         except InvalidInputError as err:
             encoding = str(getattr(msg, "encoding", "")).lower()
-            self.reject(f"encoding {encoding}" if "encoding" in str(err) else "bad image", err)
+            known = encoding in SUPPORTED_ENCODINGS or not hasattr(msg, "encoding")
+            self.reject("bad image" if known else f"encoding {encoding}", err)
             return False
         stamp = Stamp(int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
         return self._detect_publish(bgr, stamp, str(msg.header.frame_id) or self.frame_id)

@@ -16,7 +16,9 @@ and checks how they are used:
   qos)``: ``qos`` must be a profile or an int depth; ``Publisher.publish`` refuses a message of
   another class with TypeError, as rclpy does. Published messages are recorded in
   ``FakeRos.published[topic]``; ``FakeRos.deliver(topic, msg)`` queues a message that the next
-  ``spin_once`` hands to that topic's subscription callbacks.
+  ``spin_once`` hands to that topic's subscription callbacks; with
+  ``FakeRos.interrupt_when_idle`` an idle ``spin_once`` raises KeyboardInterrupt, as a Ctrl-C
+  during rclpy's wait does.
 - Message classes are generated from the real definitions (rosbags' ROS 2 Humble type store plus
   edgedet's shipped vision_msgs 4.1.1 files), and check their arguments like rosidl's generated
   Python: unknown keyword -> AssertionError; a float field takes only ``float``, an integer field
@@ -153,6 +155,7 @@ class FakeRos:
         self.publishers: dict[str, list[type]] = defaultdict(list)
         self.calls: list[str] = []
         self.nodes: list[FakeNode] = []
+        self.interrupt_when_idle = False  # True: spin_once raises KeyboardInterrupt (Ctrl-C)
 
     def deliver(self, topic: str, msg: Any) -> None:
         self.pending.append((topic, msg))
@@ -273,6 +276,8 @@ def install(monkeypatch: Any) -> FakeRos:
     def spin_once(node: FakeNode, *, executor: Any = None, timeout_sec: float | None = None) -> None:
         assert not node.destroyed
         if not ros.pending:
+            if ros.interrupt_when_idle:
+                raise KeyboardInterrupt  # Ctrl-C: rclpy's spin_once raises it from the wait
             time.sleep(min(timeout_sec or 0.0, 0.02))
             return
         topic, msg = ros.pending.pop(0)

@@ -101,3 +101,32 @@ def test_without_rclpy_the_rclpy_transport_says_what_to_do(
     assert main(["ros2", str(sample), "--transport", "rclpy"]) == 2
     err = capsys.readouterr().err
     assert "source /opt/ros/humble/setup.bash" in err and "--transport dds" in err
+
+
+def test_ctrl_c_keeps_what_was_published(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample: Path, frames: list[np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Ctrl-C is how a ROS 2 node is stopped: the bag written so far is finished and kept, the
+    report printed, exit 0."""
+    from edgedet.ros2 import msgs
+
+    ros = fake_rclpy.install(monkeypatch)
+    sensor = sys.modules["sensor_msgs.msg"]
+    for i in range(2):
+        ros.deliver(CAM, fake_rclpy.image(sensor, frames[i], 100 + i, 7))
+    ros.interrupt_when_idle = True
+    rc = main(["ros2", str(sample), "--runtime", "onnxruntime", "--transport", "rclpy",
+               "--input-topic", CAM, "--out-bag", str(tmp_path / "bag")])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["ended"] == "interrupted (Ctrl-C)" and report["published"] == 2
+    assert report["outputs"] == ["rclpy", "bag"]
+    got = [from_detection2d_array(m).stamp.sec for _, m in msgs.read_bag(tmp_path / "bag", "/edgedet/detections")]
+    assert got == [100, 101] and len(ros.published["/edgedet/detections"]) == 2
+    assert ros.calls[-2:] == ["destroy_node", "shutdown"]
+
+
+def test_ros_args_without_rclpy_is_refused(sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["ros2", str(sample), "--transport", "none", "--camera", "0",
+               "--out-bag", "x", "--ros-args", "-p", "score_threshold:=0.5"])  # fmt: skip
+    assert rc == 2 and "--ros-args needs the rclpy transport" in capsys.readouterr().err
