@@ -89,15 +89,16 @@ class RclpyOutput:
     def __init__(self, ros_node: Any, topic: str) -> None:
         self.node = ros_node
         self.make = factory()
+        # Node.create_publisher(msg_type, topic, qos_profile): humble/p/rclpy/api/node.html
         self.publisher = ros_node.create_publisher(message_class(DETECTION_ARRAY), topic, 10)
         self.count = 0
 
     def publish(self, msg: Any, stamp: Stamp) -> None:
-        self.publisher.publish(msg)
+        self.publisher.publish(msg)  # Publisher.publish(msg): api/topics.html
         self.count += 1
 
     def close(self) -> None:
-        self.node.destroy_publisher(self.publisher)
+        self.node.destroy_publisher(self.publisher)  # Node.destroy_publisher: api/node.html
 
 
 def run_rclpy(args: argparse.Namespace, config: Any) -> Any:
@@ -105,11 +106,13 @@ def run_rclpy(args: argparse.Namespace, config: Any) -> Any:
     rclpy = _require()
     from .command import NodeConfig, load_detector, serve
 
+    # rclpy.init(*, args=None, context=None), rclpy.create_node(node_name): api/init_shutdown.html
     rclpy.init(args=["edgedet", "--ros-args", *args.ros_args] if args.ros_args else None)
     ros = rclpy.create_node(NODE_NAME)
     det = None
     try:
         # the flags are the parameters' defaults; --ros-args -p name:=value overrides them
+        # Node.declare_parameter(name, value), Node.get_parameter(name).value: api/node.html
         for name, default in config.as_parameters().items():
             ros.declare_parameter(name, default)
         cfg = NodeConfig(**{f.name: ros.get_parameter(f.name).value for f in fields(NodeConfig)})
@@ -120,6 +123,9 @@ def run_rclpy(args: argparse.Namespace, config: Any) -> Any:
             from rclpy import qos as rqos
 
             qos = rqos.QoSProfile(depth=10) if args.input_qos == "reliable" else rqos.qos_profile_sensor_data
+            # QoSProfile / qos_profile_sensor_data: api/qos.html; Node.create_subscription(
+            # msg_type, topic, callback, qos_profile): api/node.html; rclpy.ok(): api/utilities
+            # .html; rclpy.spin_once(node, *, executor=None, timeout_sec=None): init_shutdown
             ros.create_subscription(message_class(IMAGE), topic, inbox.append, qos)
             while rclpy.ok():
                 rclpy.spin_once(ros, timeout_sec=0.2)
@@ -130,9 +136,9 @@ def run_rclpy(args: argparse.Namespace, config: Any) -> Any:
         outputs = [RclpyOutput(ros, cfg.output_topic)]
         return serve(
             args, cfg, det, outputs, images, lambda: int(ros.count_publishers(cfg.input_topic))
-        )
+        )  # Node.count_publishers(topic_name): api/node.html
     finally:
         if det is not None:
             det.close()
-        ros.destroy_node()
-        rclpy.shutdown()
+        ros.destroy_node()  # Node.destroy_node(): api/node.html
+        rclpy.shutdown()  # rclpy.shutdown(*, context=None): api/init_shutdown.html
