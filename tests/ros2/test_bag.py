@@ -209,3 +209,26 @@ def test_nothing_published_is_an_error_and_bag_errors_name_topics(
     (tmp_path / "taken").mkdir()
     assert main([*args[:-1], str(tmp_path / "taken")]) == 2  # never overwritten
     assert "exists; rosbag2 output must be a new folder" in capsys.readouterr().err
+
+
+def test_missing_ros_extra_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "rosbags", None)  # import rosbags -> ImportError
+    rc = main(["ros2", str(sample), "--transport", "none", "--input-bag", str(tmp_path),
+               "--out-bag", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs the rosbags package (the 'ros' extra): pip install" in err
+
+
+def test_the_parser_imports_no_ros_library() -> None:
+    """``edgedet --help`` and every other command build the ros2 parser: no ROS library loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgedet.cli import build_parser; build_parser(); "
+            "print(sorted({'rosbags', 'cyclonedds', 'rclpy'} & set(sys.modules)))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
