@@ -33,9 +33,21 @@ OUT = "/edgedet/detections"
 CAM = "/cam_front/image_raw"
 
 
+#: cyclonedds configuration for the tests: loopback only, unicast discovery (no multicast, so it
+#: works on machines without a multicast interface and sends nothing to the network)
+LOOPBACK = (
+    '<CycloneDDS><Domain Id="any"><General><Interfaces><NetworkInterface address="127.0.0.1"/>'
+    "</Interfaces><AllowMulticast>false</AllowMulticast></General><Discovery>"
+    "<ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>30</MaxAutoParticipantIndex>"
+    '<Peers><Peer Address="127.0.0.1"/></Peers></Discovery></Domain></CycloneDDS>'
+)
+
+
 @pytest.fixture()
-def domain() -> int:
-    """A DDS domain of this test alone (0 is ROS 2's default; concurrent runs must not mix)."""
+def domain(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A DDS domain of this test alone (0 is ROS 2's default; concurrent runs must not mix),
+    on loopback (``CYCLONEDDS_URI``, read when a domain is created; subprocesses inherit it)."""
+    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK)
     return random.randint(30, 200)
 
 
