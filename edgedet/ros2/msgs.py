@@ -63,8 +63,10 @@ def typestore() -> Any:
     return store
 
 
+@functools.lru_cache(maxsize=1)
 def factory() -> MessageFactory:
-    """``make(typename, **fields)`` building rosbags message objects (dataclasses)."""
+    """``make(typename, **fields)`` building rosbags message objects (dataclasses); one per
+    process, so outputs sharing it share each converted message."""
     types = typestore().types
 
     def make(typename: str, **fields: Any) -> Any:

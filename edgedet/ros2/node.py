@@ -115,13 +115,17 @@ class DetectionNode:
         self.report.received += 1
         try:
             bgr = image_to_bgr(msg, self.topic)
+            stamp = Stamp(int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
+            frame_id = str(msg.header.frame_id) or self.frame_id
         except InvalidInputError as err:
             encoding = str(getattr(msg, "encoding", "")).lower()
             known = encoding in SUPPORTED_ENCODINGS or not hasattr(msg, "encoding")
             self.reject("bad image" if known else f"encoding {encoding}", err)
             return False
-        stamp = Stamp(int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
-        return self._detect_publish(bgr, stamp, str(msg.header.frame_id) or self.frame_id)
+        except (AttributeError, TypeError, ValueError) as err:  # no usable header
+            self.reject("bad image", InvalidInputError(f"image on {self.topic} has no header: {err}"))
+            return False
+        return self._detect_publish(bgr, stamp, frame_id)
 
     def on_frame(self, bgr: np.ndarray, stamp: Stamp, detections: Any = None) -> bool:
         """Handle one camera frame (BGR uint8 (H, W, 3)) taken at ``stamp``; ``detections``

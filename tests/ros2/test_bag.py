@@ -232,3 +232,24 @@ def test_the_parser_imports_no_ros_library() -> None:
             "print(sorted({'rosbags', 'cyclonedds', 'rclpy'} & set(sys.modules)))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_node_survives_messages_that_are_not_images(
+    tmp_path: Path, frames: list[np.ndarray], detector
+) -> None:
+    """Whatever arrives on the topic, the node counts it and goes on with the next image."""
+    from types import SimpleNamespace
+
+    from edgedet.ros2.convert import image_fields
+    from edgedet.ros2.node import DetectionNode
+
+    out = msgs.BagOutput(tmp_path / "bag", OUT)
+    node = DetectionNode(detector, [out], topic=TOPIC)
+    no_header = SimpleNamespace(**image_fields(frames[0]))
+    assert node.on_image(no_header) is False
+    assert node.on_image(SimpleNamespace(header=None)) is False  # not an Image at all
+    assert node.on_image(image_msg(msgs.factory(), frames[0], STAMPS[0])) is True
+    node.close()
+    assert node.report.rejected == {"bad image": 2} and node.report.published == 1
+    assert "has no header" in node.report.errors[0]
+    assert [t for t, _ in msgs.read_bag(tmp_path / "bag", OUT)] == [STAMPS[0].ns]
