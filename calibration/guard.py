@@ -26,7 +26,6 @@ quantization of the same float graph; node names are translated through output t
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 
 from edgedet.errors import CalibrationError, InvalidInputError
 
+from .files import move_model
 from .ort_int8 import PreparedModel, QuantizeResult
 from .sensitivity import SensitivityReport, detection_error
 from .source import CalibrationSource, decode
@@ -289,19 +289,6 @@ def original_names(prepared: Path, original: Path, names: Sequence[str]) -> list
             else:
                 log.warning("layer %s has no counterpart in %s; not kept float", node.name, original)
     return found
-
-
-def move_model(src: Path, dst: Path) -> Path:
-    """Rename a model (``.xml``: its ``.bin`` first, and its edgedet sidecar) to ``dst`` in the
-    same folder, so a finished ``dst`` only ever appears complete."""
-    from edgedet.meta import sidecar_path
-
-    if src.suffix.lower() == ".xml":
-        os.replace(src.with_suffix(".bin"), dst.with_suffix(".bin"))
-    if sidecar_path(src).is_file():
-        os.replace(sidecar_path(src), sidecar_path(dst))
-    os.replace(src, dst)
-    return dst
 
 
 # -- the guard ---------------------------------------------------------------------------------

@@ -399,7 +399,7 @@ def mixed_precision(
     ``build(path, keep_float)`` writes a candidate for another INT8 format (named ``*suffix``,
     e.g. OpenVINO IR, `guard.OpenVinoBuilder`); by default ONNX Runtime QDQ is built here.
     """
-    from .guard import move_model
+    from .files import move_model
 
     out = Path(out)
     work = make_work_dir(".edgedet-mixed-", out.parent)  # a killed run's: removed by the next

@@ -131,8 +131,8 @@ def export_model(
     """Export ``model`` (a float module of ``src``'s kind) to ONNX with meta + training record."""
     from edgedet.meta import read_meta, write_onnx_meta
 
+    from .export import export_module
     from .models.net import EdgeDet
-    from .prune import export_module
 
     options = {**dict(src.meta.options), "training": record}
     if isinstance(model, EdgeDet):
@@ -368,15 +368,11 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> None:
 def run_prune(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from edgedet.benchmarks.latency import measure_network_latency as measure_latency
+
     from .distill import Distiller, list_images
-    from .prune import (
-        PruneConfig,
-        check_prunable,
-        latency_verdict,
-        measure_latency,
-        prune,
-        report_markdown,
-    )
+    from .prune import PruneConfig, check_prunable, prune
+    from .report import latency_verdict, report_markdown
 
     paths = _out_paths(args.out)
     given = {
@@ -474,7 +470,7 @@ def run_prune(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         atomic_write_bytes(state_path, buf.getvalue())
 
-    from .prune import count_macs_params
+    from .channels import count_macs_params
 
     report_base = base or count_macs_params(teacher, example)
 
@@ -559,7 +555,7 @@ def _same_layout(student: Source, teacher: Source) -> tuple[nn.Module, nn.Module
 
 def run_distill(args: argparse.Namespace) -> dict[str, Any]:
     from .distill import Distiller, list_images
-    from .prune import map_kept_line
+    from .report import map_kept_line
 
     paths = _out_paths(args.out)
     student = load_source(args.model, args.family, args.imgsz)
@@ -633,8 +629,8 @@ def run_qat(args: argparse.Namespace) -> dict[str, Any]:
 
     from .distill import list_images
     from .models.net import EdgeDet, ExportModel
-    from .prune import map_kept_line
     from .qat import export_qdq, qat_distill
+    from .report import map_kept_line
 
     paths = _out_paths(args.out)
     src = load_source(args.model, args.family, args.imgsz)

@@ -142,7 +142,7 @@ def distill_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss between raw head outputs; returns (loss, parts for logging)."""
     if adapter == "raw":
-        from .prune import flatten_tensors
+        from .channels import flatten_tensors
 
         pairs = zip(flatten_tensors(student_out), flatten_tensors(teacher_out))
         loss = torch.stack([F.mse_loss(a.float(), b.float()) for a, b in pairs]).sum()

@@ -13,20 +13,11 @@ import torch
 from torch import nn
 
 from edgedet.errors import InvalidInputError, TrainingError
+from edgedet.train.channels import count_macs_params, flatten_tensors, output_layers, split_ops
+from edgedet.train.export import export_module
 from edgedet.train.models.net import EdgeDet, build_model
-from edgedet.train.prune import (
-    PruneConfig,
-    check_prunable,
-    count_macs_params,
-    export_module,
-    flatten_tensors,
-    latency_verdict,
-    output_layers,
-    prune,
-    prune_with_latency,
-    report_markdown,
-    split_ops,
-)
+from edgedet.train.prune import PruneConfig, check_prunable, prune, prune_with_latency
+from edgedet.train.report import latency_verdict, report_markdown
 
 X = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -267,7 +258,7 @@ def test_evaluate_pair_on_a_real_detector(
     from onnx import numpy_helper
 
     from edgedet.train.compress_command import evaluate_pair
-    from edgedet.train.prune import map_kept_line
+    from edgedet.train.report import map_kept_line
 
     yolox = models_dir / "yolox_nano_416.onnx"
     model = onnx.load(str(yolox))
@@ -292,7 +283,7 @@ def test_evaluate_pair_on_a_real_detector(
 
 
 def test_map_kept_line() -> None:
-    from edgedet.train.prune import map_kept_line
+    from edgedet.train.report import map_kept_line
 
     assert map_kept_line({}) == ""
     kept = {"estimate": 0.66, "low": 0.561, "high": 0.727, "images": 80}

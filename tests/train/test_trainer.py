@@ -138,7 +138,8 @@ def test_pruned_model_fine_tunes_with_labels_and_resumes(
     import io
 
     from edgedet.meta import atomic_write_bytes
-    from edgedet.train.prune import PruneConfig, conv_channels, prune
+    from edgedet.train.channels import conv_channels
+    from edgedet.train.prune import PruneConfig, prune
     from edgedet.train.trainer import model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(full_run / "best.pt"))
