@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -230,35 +229,6 @@ def mosaic(imgs: Sequence[np.ndarray], rng: np.random.Generator, side: int = 640
         oy, ox = (r.shape[0] - ch) // 2, (r.shape[1] - cw) // 2
         out[y0:y1, x0:x1] = r[oy : oy + ch, ox : ox + cw]
     return out
-
-
-class _Bar:
-    """A one-line progress bar on stderr when it is a terminal; otherwise (logs, CI) a plain
-    line at every quarter of the epoch, so a long run in a log file still shows it is alive."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.t0 = total, desc, time.time()
-        self.on = sys.stderr.isatty()
-        self._quarter = 0
-
-    def update(self, n: int, extra: str = "") -> None:
-        if not self.on:
-            quarter = 4 * n // max(self.total, 1)
-            if quarter > self._quarter and n < self.total:
-                self._quarter = quarter
-                sys.stderr.write(
-                    f"{self.desc}: {n}/{self.total} batches, {time.time() - self.t0:.0f} s {extra}\n"
-                )
-                sys.stderr.flush()
-            return
-        frac = n / max(self.total, 1)
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        sys.stderr.write(f"\r{self.desc} [{bar}] {n}/{self.total} {extra}   ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")
 
 
 class Distiller:
@@ -470,17 +440,25 @@ class Distiller:
         return {"loss": float(loss.detach()), **parts}
 
     def fit(self, stop_after_steps: int | None = None) -> dict[str, Any]:
-        """Train to ``cfg.epochs``; ``stop_after_steps`` simulates an interruption (tests)."""
+        """Train to ``cfg.epochs``; ``stop_after_steps`` simulates an interruption (tests).
+        A progress bar per epoch on stderr (`edgedet.progress`)."""
+        from rich.console import Console
+
+        from edgedet.progress import progress_tasks
+
+        with progress_tasks(Console(stderr=True)) as task:
+            return self._fit(task, stop_after_steps)
+
+    def _fit(self, task: Any, stop_after_steps: int | None) -> dict[str, Any]:
         steps_done = 0
         nb = self.batches_per_epoch
         while self.epoch < self.cfg.epochs:
-            bar = _Bar(nb, f"distill {self.epoch + 1}/{self.cfg.epochs}")
+            bar = task(f"distill {self.epoch + 1}/{self.cfg.epochs}")
             sums: dict[str, float] = {}
             counted = 0
             t0 = time.time()
             while self.step_in_epoch < nb:
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
-                    bar.close()
                     return {"history": self.history, "interrupted": True}
                 parts = self.train_step(self.batch(self.epoch, self.step_in_epoch))
                 for k, v in parts.items():
@@ -489,10 +467,9 @@ class Distiller:
                 self.step_in_epoch += 1
                 self.global_step += 1
                 steps_done += 1
-                bar.update(self.step_in_epoch, f"loss {parts['loss']:.4f}")
+                bar(self.step_in_epoch, nb, f"loss {parts['loss']:.4f}")
                 if self.checkpoint and self.global_step % self.cfg.save_every == 0:
                     self.save()
-            bar.close()
             n = max(1, counted)
             summary = {"epoch": self.epoch + 1, **{k: v / n for k, v in sums.items()}}
             summary["seconds"] = time.time() - t0
