@@ -27,7 +27,6 @@ from ._cli_support import (
 from .errors import EdgedetError, InvalidInputError
 from .hints import SIDECAR_SUFFIXES, cli_flags, import_command
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
@@ -124,13 +123,15 @@ def console() -> Any:
 
 def _iter_sources(source: str) -> tuple[str, list[Path] | int | str | Path]:
     """Classify a source: ('images', [paths]) / ('video', path or camera index or URL)."""
+    from .data.images import IMAGE_SUFFIXES, find_images
+
     if source.isdigit():
         return "video", int(source)
     if "://" in source:
         return "video", source
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = find_images(path)
         if not files:
             raise InvalidInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
         return "images", files

@@ -36,14 +36,18 @@ def setting(
     metavar: str | None = None,
     action: str | type[argparse.Action] | None = None,
     exclusive: str | None = None,
+    required: bool = False,
+    positional: bool = False,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line flag (see the module docstring).
     ``choices`` may be a callable, evaluated when the parser is built; ``exclusive`` names a
     mutually exclusive group; ``action="append"`` makes a repeatable flag (give
-    ``default_factory=list``)."""
+    ``default_factory=list``); ``positional`` makes a required positional argument named like
+    the field, ``required`` a required flag."""
     meta = {"flag": flag, "help": help, "choices": choices, "metavar": metavar,
-            "action": action, "exclusive": exclusive}  # fmt: skip
+            "action": action, "exclusive": exclusive, "required": required,
+            "positional": positional}  # fmt: skip
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={"cli": meta})
     return dataclasses.field(default=default, metadata={"cli": meta})
@@ -66,6 +70,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         if meta is None:
             continue
         target: Any = parser
+        if meta["positional"]:
+            parser.add_argument(f.name, help=meta["help"])
+            continue
         if meta["exclusive"]:
             if meta["exclusive"] not in groups:
                 groups[meta["exclusive"]] = parser.add_mutually_exclusive_group()
@@ -86,6 +93,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
             if choices is not None:
                 kwargs["choices"] = list(choices() if callable(choices) else choices)
         kwargs["default"] = default
+        if meta["required"]:
+            kwargs["required"] = True
         target.add_argument(meta["flag"] or "--" + f.name.replace("_", "-"), **kwargs)
 
 

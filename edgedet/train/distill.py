@@ -45,7 +45,6 @@ from torch import nn
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
 from edgedet.meta import atomic_write_bytes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ADAPTERS = ("edgedet", "yolox", "raw")
 LR_SCALES = ("absolute", "relative")
 AUGMENTS = ("flip", "strong")
@@ -101,7 +100,9 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"image folder {root} not found (expected a directory of images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from edgedet.data.images import IMAGE_SUFFIXES, find_images
+
+    files = find_images(root)
     if not files:
         raise DatasetError(
             f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)}); point --images at a "

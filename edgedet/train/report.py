@@ -81,7 +81,7 @@ def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> st
 
 def map_kept_line(report: dict[str, Any]) -> str:
     """One markdown line: the share of float mAP50-95 kept with its 95% paired bootstrap
-    interval (``report["map_kept"]``, see `compress_command.evaluate_pair`), or why it is
+    interval (``report["map_kept"]``, see `compress.evaluate_pair`), or why it is
     missing, then the evaluation protocol both were scored with; empty without a validation
     run."""
     kept = report.get("map_kept")
