@@ -356,7 +356,7 @@ def _accuracy(
     dets, report = result.detections, result.report
     record["accuracy_pass_s"] = result.seconds
     if config.save_detections:
-        from edgedet.meta import atomic_write_bytes
+        from edgedet.fileio import atomic_write_bytes
 
         atomic_write_bytes(config.save_detections, json.dumps(_detections_to_json(dets)).encode())
         record["detections_file"] = config.save_detections

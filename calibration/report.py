@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
 log = logging.getLogger("edgedet.calibration")
 

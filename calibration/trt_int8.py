@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from edgedet.errors import CalibrationError, RuntimeUnavailableError, missing_extra
-from edgedet.meta import ModelMeta, atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
+from edgedet.meta import ModelMeta
 
 from .source import CalibrationSource
 from .spec import CalibrationSpec

@@ -159,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ._predict_output import coco_results, detection_records, detections_document, source_fps
     from .draw import draw_detections
-    from .meta import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     model = args.model or default_sample_model()
     det = load_from_args(args, model)

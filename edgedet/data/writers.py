@@ -23,7 +23,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from ..errors import DatasetError, InvalidInputError
-from ..meta import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .dataset import ANY_CLASS, DetectionDataset, Sample
 from .images import image_size
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from edgedet.configflags import setting
 from edgedet.errors import EdgedetError, InvalidInputError, ModelLoadError, TrainingError
-from edgedet.meta import ModelMeta, atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
+from edgedet.meta import ModelMeta
 
 if TYPE_CHECKING:  # torch is imported inside the functions: the job configs work without it
     import torch

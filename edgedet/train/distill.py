@@ -21,7 +21,7 @@ Layouts: ``edgedet`` (`EdgeDet.forward`'s per-level (box, cls) logits), ``yolox`
 
 Checkpoints (`Distiller.save`) hold the whole student module (a pruned model has no config that
 rebuilds it), the optimizer and scheduler, epoch, step and RNG states, and are written atomically
-with `edgedet.meta.atomic_write_bytes`; the per-epoch order and augmentation come from
+with `edgedet.fileio.atomic_write_bytes`; the per-epoch order and augmentation come from
 ``(seed, epoch, position)``, so a resumed run ends with the same weights as an uninterrupted one.
 """
 
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
 ADAPTERS = ("edgedet", "yolox", "raw")
 LR_SCALES = ("absolute", "relative")

@@ -169,7 +169,8 @@ def export_module(
 ) -> Path:
     """``torch.onnx.export`` (TorchScript exporter) to ``out`` atomically, with ``meta`` (a
     `ModelMeta`) written into the file when given."""
-    from edgedet.meta import atomic_write_bytes, write_onnx_meta
+    from edgedet.fileio import atomic_write_bytes
+    from edgedet.meta import write_onnx_meta
 
     example_t = tuple(example) if isinstance(example, (tuple, list)) else (example,)
     in_names = list(input_names or getattr(model, "input_names", None) or ["images"])

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
-from edgedet.meta import ModelMeta, atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
+from edgedet.meta import ModelMeta
 
 from .augment import AugmentConfig, Augmenter, resize_keep_ratio
 from .losses import DetectionLoss
