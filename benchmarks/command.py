@@ -37,13 +37,6 @@ NO_MODEL_HELP = (
 )
 
 
-def sample_model_path() -> Path:
-    """Where the sample model ships (``edgedet/assets/sample_roads.onnx``)."""
-    import edgedet
-
-    return Path(edgedet.__file__).resolve().parent / "assets" / "sample_roads.onnx"
-
-
 def _alias(text: str) -> tuple[str, str]:
     model, sep, data = text.partition("=")
     if not sep or not model.strip() or not data.strip():
@@ -399,7 +392,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     if not args.model and not args.sweep:
-        sample = sample_model_path()
+        from edgedet import assets
+
+        sample = assets.SAMPLE_MODEL
         if not sample.is_file():
             return _err(NO_MODEL_HELP.format(path=sample))
         args.model = [str(sample)]

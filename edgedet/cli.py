@@ -588,7 +588,9 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
 
 def default_sample_model() -> Path:
     """The sample detector shipped inside the package (trained by edgedet on synthetic roads)."""
-    path = Path(__file__).parent / "assets" / "sample_roads.onnx"
+    from . import assets
+
+    path = assets.SAMPLE_MODEL
     if not path.is_file():
         raise InvalidInputError(
             "no model given and the embedded sample model is not installed; pass a model: "

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from edgedet.benchmarks import command
 from edgedet.benchmarks.command import add_bench_arguments, run_bench
 
 #: Keys every record must carry (issue 3).
@@ -116,7 +115,9 @@ def _coco_names() -> tuple[str, ...]:
 
 
 def test_no_model_and_no_sample(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
-    monkeypatch.setattr(command, "sample_model_path", lambda: tmp_path / "sample_roads.onnx")
+    from edgedet import assets
+
+    monkeypatch.setattr(assets, "SAMPLE_MODEL", tmp_path / "sample_roads.onnx")
     assert _run("--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "embedded sample model is not installed" in err
@@ -158,7 +159,8 @@ def test_family_per_model_without_meta(models_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_no_arguments_runs_the_sample(tmp_path: Path) -> None:
-    sample = command.sample_model_path()
+    from edgedet.assets import SAMPLE_MODEL as sample
+
     if not sample.is_file():
         pytest.skip(f"the sample model is not built yet ({sample})")
     out = tmp_path / "bench"
