@@ -22,7 +22,8 @@ Layouts: ``edgedet`` (`EdgeDet.forward`'s per-level (box, cls) logits), ``yolox`
 Checkpoints (`Distiller.save`) hold the whole student module (a pruned model has no config that
 rebuilds it), the optimizer and scheduler, epoch, step and RNG states, and are written atomically
 with `edgedet.fileio.atomic_write_bytes`; the per-epoch order and augmentation come from
-``(seed, epoch, position)``, so a resumed run ends with the same weights as an uninterrupted one.
+``(seed, epoch, position)`` (`augment.epoch_order` / `augment.sample_rng`, shared with the
+trainer), so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from torch import nn
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
 from edgedet.fileio import atomic_write_bytes
+
+from .augment import epoch_order, mosaic_unlabelled, random_zoom, sample_rng
 
 ADAPTERS = ("edgedet", "yolox", "raw")
 LR_SCALES = ("absolute", "relative")
@@ -187,49 +190,6 @@ def adapter_for(model: nn.Module, family: str | None = None) -> str:
 
 
 # -- the loop ---------------------------------------------------------------------------------------
-
-
-def _sample_rng(seed: int, epoch: int, pos: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, pos])
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 1_000_003]).permutation(n)
-
-
-def random_zoom(img: np.ndarray, rng: np.random.Generator, pad: int = 114) -> np.ndarray:
-    """Zoom in (a random crop of 35-100% of each side) or out (the image on a canvas up to 2x
-    larger, ``pad`` grey), with equal odds. BGR uint8 HxWx3 in and out; no labels to move,
-    because the teacher labels the result."""
-    h, w = img.shape[:2]
-    if rng.random() < 0.5:
-        ch, cw = (max(8, int(d * rng.uniform(0.35, 1.0))) for d in (h, w))
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        return img[y : y + ch, x : x + cw].copy()
-    f = rng.uniform(1.0, 2.0)
-    canvas = np.full((int(h * f), int(w * f), 3), pad, np.uint8)
-    y, x = (
-        int(rng.integers(0, canvas.shape[0] - h + 1)),
-        int(rng.integers(0, canvas.shape[1] - w + 1)),
-    )
-    canvas[y : y + h, x : x + w] = img
-    return canvas
-
-
-def mosaic(imgs: Sequence[np.ndarray], rng: np.random.Generator, side: int = 640) -> np.ndarray:
-    """Four BGR images in a ``side`` x ``side`` 2x2 grid around a random centre, each resized to
-    cover its cell and centre-cropped. More objects, at smaller scales, per training image."""
-    cy, cx = (int(side * rng.uniform(0.3, 0.7)) for _ in range(2))
-    out = np.empty((side, side, 3), np.uint8)
-    cells = [(0, cy, 0, cx), (0, cy, cx, side), (cy, side, 0, cx), (cy, side, cx, side)]
-    for img, (y0, y1, x0, x1) in zip(imgs, cells):
-        ch, cw = y1 - y0, x1 - x0
-        h, w = img.shape[:2]
-        s = max(ch / h, cw / w)
-        r = cv2.resize(img, (max(cw, round(w * s)), max(ch, round(h * s))))
-        oy, ox = (r.shape[0] - ch) // 2, (r.shape[1] - cw) // 2
-        out[y0:y1, x0:x1] = r[oy : oy + ch, ox : ox + cw]
-    return out
 
 
 class Distiller:
@@ -392,16 +352,16 @@ class Distiller:
 
     # -- data
     def batch(self, epoch: int, index: int) -> torch.Tensor:
-        order = _epoch_order(len(self.images), self.cfg.seed, epoch)
+        order = epoch_order(len(self.images), self.cfg.seed, epoch)
         idx = order[index * self.cfg.batch : (index + 1) * self.cfg.batch]
         imgs = []
         for pos, i in enumerate(idx):
-            rng = _sample_rng(self.cfg.seed, epoch, index * self.cfg.batch + pos)
+            rng = sample_rng(self.cfg.seed, epoch, index * self.cfg.batch + pos)
             img = self._image(int(i))
             if self.cfg.augment == "strong":
                 if rng.random() < self.cfg.mosaic:
                     others = rng.integers(0, len(self.images), size=3)
-                    img = mosaic([img] + [self._image(int(j)) for j in others], rng)
+                    img = mosaic_unlabelled([img] + [self._image(int(j)) for j in others], rng)
                 else:
                     img = random_zoom(img, rng)
             if self.cfg.flip and rng.random() < 0.5:
