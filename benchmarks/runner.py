@@ -557,7 +557,6 @@ def worker_env(config: BenchConfig) -> dict[str, str]:
     if config.threads is not None:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(config.threads)
-    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     return env
 
 
