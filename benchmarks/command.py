@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgedet.bootstrap import DEFAULT_RESAMPLES
 from edgedet.errors import EdgedetError
+from edgedet.eval.bootstrap import DEFAULT_RESAMPLES
 from edgedet.workdir import check_out_dir, work_dir
 
 DEFAULT_OUT = "bench_results"

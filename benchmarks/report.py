@@ -47,7 +47,7 @@ def _fmt(value: Any, spec: str) -> str:
         return str(value)
     if spec == "s":
         return str(value)
-    if spec == "ci":  # an interval dict from edgedet.bootstrap
+    if spec == "ci":  # an interval dict from edgedet.eval.bootstrap
         low, high = (value.get(k) if isinstance(value, dict) else None for k in ("low", "high"))
         return "–" if low is None or high is None else f"{low:.3f}–{high:.3f}"
     if isinstance(value, (int, float)):

@@ -294,7 +294,7 @@ def load_detections(path: str | Path) -> dict[int, Any]:
 
 
 def _safety_classes(config: BenchConfig) -> tuple[str, ...]:
-    from edgedet.metrics import DEFAULT_SAFETY_CLASSES
+    from edgedet.eval.metrics import DEFAULT_SAFETY_CLASSES
 
     if config.safety_classes is not None:
         return tuple(config.safety_classes)
@@ -305,7 +305,7 @@ def _evaluate(
     det: Any, dataset: Any, dets: dict[int, Any], config: BenchConfig, backend: str, protocol: Any
 ) -> Any:
     """The same detections scored by another COCO backend (``cross_check``)."""
-    from edgedet.metrics import evaluate
+    from edgedet.eval.metrics import evaluate
 
     return evaluate(
         dataset,

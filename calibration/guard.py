@@ -12,7 +12,7 @@ measurement (calibration/README.md, "Label-free guard").
 
 `fidelity` scores the INT8 model's detections against the float model's detections taken as
 ground truth (score >= `PSEUDO_GT_SCORE`) through the project's COCO evaluation
-(`edgedet.metrics.evaluate`): mAP50-95 overall and per class of how well INT8 reproduces float,
+(`edgedet.eval.metrics.evaluate`): mAP50-95 overall and per class of how well INT8 reproduces float,
 with no labels. It is not accuracy: a float model's mistakes count as truth here.
 
 The INT8 builders (`Int8Builder`): `OrtBuilder` writes QDQ ONNX with ONNX Runtime's quantizer
@@ -114,11 +114,11 @@ def fidelity(
     """How well ``candidate`` detections reproduce ``reference`` ones (lists of `Detections`,
     one per image of ``images``, boxes in original-image pixels, class ids into
     ``class_names``): the reference detections with score >= ``min_score`` are the ground
-    truth, the candidate's are scored against them by `edgedet.metrics.evaluate` (COCO
+    truth, the candidate's are scored against them by `edgedet.eval.metrics.evaluate` (COCO
     mAP50-95 / mAP50 overall and per class present in the reference). ``map50_95`` is None
     when the reference found nothing to score against."""
     from edgedet.data.dataset import Annotation, DetectionDataset, Sample
-    from edgedet.metrics import evaluate
+    from edgedet.eval.metrics import evaluate
 
     if not (len(reference) == len(candidate) == len(images)):
         raise InvalidInputError(

@@ -27,7 +27,7 @@ from typing import Any
 
 from edgedet.configflags import setting
 from edgedet.errors import CalibrationError, EdgedetError, InvalidInputError
-from edgedet.metrics import DEFAULT_SAFETY_CLASSES
+from edgedet.eval.metrics import DEFAULT_SAFETY_CLASSES
 
 from .guard import DEFAULT_PROXY_BOUND
 from .report import report_path, sweep_table, write_report, write_sensitivity

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedet.bootstrap import (
+from edgedet.boxes import box_iou
+from edgedet.data import Annotation, DetectionDataset, Sample
+from edgedet.detections import Detections
+from edgedet.errors import InvalidInputError
+from edgedet.eval.bootstrap import (
     _first_level_at_least,
     _per_image_matching,
     _weighted_map,
     bootstrap_map,
     resample_weights,
 )
-from edgedet.boxes import box_iou
-from edgedet.data import Annotation, DetectionDataset, Sample
-from edgedet.detections import Detections
-from edgedet.errors import InvalidInputError
-from edgedet.metrics import coco_inputs, evaluate
+from edgedet.eval.metrics import coco_inputs, evaluate
 
 pytest.importorskip("pycocotools")
 

@@ -359,7 +359,7 @@ def evaluate_pair(
     compressed model's `EvalProtocol`, used for both, ``overrides`` from the flags on top), and
     ``map_kept``: the
     share of mAP50-95 the compressed model keeps with its 95% paired bootstrap interval over the
-    validation images (`edgedet.bootstrap`), or the reason it could not be computed.
+    validation images (`edgedet.eval.bootstrap`), or the reason it could not be computed.
     ``before_family`` is the reference's family when it differs (a distillation teacher). The
     compressed model's score is the one that matters: a reference or interval that fails is
     reported, not raised."""
@@ -377,7 +377,7 @@ def evaluate_pair(
         out["map_kept"] = {"reason": "the two models have different class names"}
         return out
     try:
-        from edgedet.bootstrap import bootstrap_map
+        from edgedet.eval.bootstrap import bootstrap_map
 
         res = bootstrap_map(ds, {"before": pred_b, "after": pred_a}, names_b, reference="before")
     except (EdgedetError, OSError, RuntimeError, ValueError, MemoryError) as err:

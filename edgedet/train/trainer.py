@@ -5,7 +5,7 @@ from a checkpoint with another class list), then per epoch: a deterministic orde
 when rare classes are named), augmented batches (`augment.Augmenter`; mosaic switched off for the
 last ``close_mosaic`` epochs), forward / loss / backward with AMP on CUDA, gradient accumulation
 and clipping, AdamW or SGD with warm-up then cosine, EMA of the weights; evaluation of the EMA
-model with `edgedet.metrics.evaluate` through the same preprocessing, decoder and NMS the exported
+model with `edgedet.eval.metrics.evaluate` through the same preprocessing, decoder and NMS the exported
 model gets; ``last.pt`` / ``best.pt`` written atomically (also every ``save_every`` optimizer
 steps, so a killed run loses little); ``results.csv`` and ``results.png``.
 

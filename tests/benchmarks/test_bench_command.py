@@ -34,7 +34,7 @@ def test_bench_end_to_end(models_dir: Path, datasets_dir: Path, tmp_path: Path) 
     from edgedet.benchmarks.runner import load_detections
 
     from edgedet.data import load_dataset
-    from edgedet.metrics import evaluate
+    from edgedet.eval.metrics import evaluate
 
     out = tmp_path / "bench"
     data = datasets_dir / "coco_tiny_val2017"
@@ -85,7 +85,7 @@ def test_bench_end_to_end(models_dir: Path, datasets_dir: Path, tmp_path: Path) 
     assert "static input of 416x416" in skipped["reason"]
     # Bootstrap: each record's interval holds its mAP; OpenVINO is compared with the first
     # configuration (ONNX Runtime) on the same resamples, as bootstrap_map computes it.
-    from edgedet.bootstrap import bootstrap_map
+    from edgedet.eval.bootstrap import bootstrap_map
 
     ort, ov = records[0], records[2]
     for rec in (ort, ov):

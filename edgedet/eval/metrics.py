@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .boxes import box_ioa, box_iou
-from .data.classmap import ClassMap, map_classes
-from .data.dataset import ANY_CLASS, Annotation, DetectionDataset
-from .data.writers import coco_category_ids, coco_gt_dict
-from .detections import Detections
-from .errors import InvalidInputError, missing_extra
-from .hints import arg
+from ..boxes import box_ioa, box_iou
+from ..data.classmap import ClassMap, map_classes
+from ..data.dataset import ANY_CLASS, Annotation, DetectionDataset
+from ..data.writers import coco_category_ids, coco_gt_dict
+from ..detections import Detections
+from ..errors import InvalidInputError, missing_extra
+from ..hints import arg
 
 DEFAULT_SAFETY_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "motorcycle", "car", "bus", "truck", "traffic light", "stop sign",
@@ -205,7 +205,7 @@ def coco_bbox_eval(
 ) -> Any:
     """The backend's COCOeval for boxes over ``gt`` and ``results``, after its per-image
     ``evaluate()`` (call ``accumulate()`` / ``summarize()`` next). ``all_areas_only`` matches
-    only the "all" area range (what `edgedet.bootstrap` needs; a quarter of the work)."""
+    only the "all" area range (what `edgedet.eval.bootstrap` needs; a quarter of the work)."""
     coco_cls, eval_cls = _coco_api(backend)
     # Both libraries print progress to stdout; errors still raise.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -385,7 +385,7 @@ def coco_inputs(
     unmapped_ground_truth: str = "drop",
 ) -> CocoInputs:
     """Check predictions and build the COCO ground truth and results `evaluate` scores (same
-    arguments as `evaluate`); shared with `edgedet.bootstrap`, so both score the same thing."""
+    arguments as `evaluate`); shared with `edgedet.eval.bootstrap`, so both score the same thing."""
     if unmapped_ground_truth not in ("drop", "ignore"):
         raise InvalidInputError(
             f"unmapped_ground_truth must be 'drop' or 'ignore', got {unmapped_ground_truth!r}"
