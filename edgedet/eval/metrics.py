@@ -33,8 +33,8 @@ import numpy as np
 
 from ..boxes import box_ioa, box_iou
 from ..data.classmap import ClassMap, map_classes
+from ..data.coco import coco_category_ids, coco_gt_dict
 from ..data.dataset import ANY_CLASS, Annotation, DetectionDataset
-from ..data.writers import coco_category_ids, coco_gt_dict
 from ..detections import Detections
 from ..errors import InvalidInputError, missing_extra
 from ..hints import arg
