@@ -141,6 +141,36 @@ class PruneJob(CompressJob):
     calibration_images: int = setting(32, "images (from --images) for activation statistics")
     stages: int = setting(1, "prune -> recover steps")
 
+    def prune_config(self) -> Any:
+        """The `prune.PruneConfig` these settings ask for (one target at most; default 70% of
+        MACs), validated."""
+        from .prune import PruneConfig
+
+        given = {
+            k: v
+            for k, v in (
+                ("macs", self.target_macs),
+                ("params", self.target_params),
+                ("latency", self.target_latency),
+            )
+            if v is not None
+        }
+        if len(given) > 1:
+            raise InvalidInputError(
+                "give one of --target-macs, --target-params, --target-latency, not "
+                + " and ".join(f"--target-{k}" for k in given)
+            )
+        metric, target = next(iter(given.items())) if given else ("macs", 0.7)
+        cfg = PruneConfig(
+            target=target, metric=metric, importance=self.importance,
+            round_to=self.round_to or None, global_pruning=self.global_ranking,
+            stages=self.stages, compensate=not self.no_compensate, sensitivity=self.sensitivity,
+            reconstruct=self.reconstruct,
+            macs_per_element=0.0 if metric == "latency" else None,  # the fitted rate replaces it
+        )  # fmt: skip
+        cfg.validate()
+        return cfg
+
 
 @dataclass
 class DistillJob(CompressJob):
@@ -478,6 +508,69 @@ def _distill_config(job: CompressJob, epochs: int) -> Any:
 # -- prune -----------------------------------------------------------------------------------------
 
 
+def _resume_state(
+    job: PruneJob, state_path: Path, metric: str, say: Callable[[str], None], stages: int
+) -> dict[str, Any] | None:
+    """The saved stage state of an interrupted run (``job.resume``), checked against the
+    target kind; None when there is nothing to resume."""
+    if not (job.resume and state_path.is_file()):
+        return None
+    from .safe_load import load_torch_file
+
+    st = load_torch_file(state_path, TrainingError, "prune state")
+    if st.get("metric", "macs" if st.get("latency_model") is None else "latency") != metric:
+        raise InvalidInputError(
+            f"{state_path} is a run with a {st.get('metric')} target; resume it with the same "
+            f"target (--target-{st.get('metric')}), or start afresh without --resume"
+        )
+    say(f"resuming after stage {int(st['stage']) + 1} of {stages}")
+    return dict(st)
+
+
+def _fit_latency(
+    src: Source, teacher: nn.Module, cfg: Any, fit: dict[str, Any] | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """The latency model of a latency target (fitted to ONNX Runtime's profile of the float
+    model, unless a resumed run brings its own), written into ``cfg.macs_per_element``."""
+    if fit is None:
+        from .latency_model import fit_latency_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fit = fit_latency_model(float_reference(src, teacher, Path(tmp))).to_dict()
+    cfg.macs_per_element = float(fit["macs_per_element"])
+    cfg.validate()
+    say(
+        f"latency model (ONNX Runtime profile): {fit['per_mmac']:.4f} ms/MMAC + "
+        f"{fit['per_melement']:.4f} ms/M elements moved (R^2 "
+        f"{fit['r2']:.2f}; MACs alone {fit['r2_macs_only']:.2f}): one element "
+        f"costs {cfg.macs_per_element:.1f} MACs"
+    )
+    return fit
+
+
+def _time_and_score(job: CompressJob, src: Source, teacher: nn.Module, after: Path) -> dict[str, Any]:
+    """Network latency of the float model and of ``after`` on ONNX Runtime, the verdict, and
+    with ``job.val`` both scored through the same harness (`evaluate_pair`)."""
+    from edgedet.benchmarks.latency import measure_network_latency
+
+    from .report import latency_verdict
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        before_path = float_reference(src, teacher, Path(tmp))
+        out["latency_before"] = measure_network_latency(before_path, iters=job.latency_iters)
+        out["latency_after"] = measure_network_latency(after, iters=job.latency_iters)
+        out.update(latency_verdict(out["latency_before"]["p50_ms"], out["latency_after"]["p50_ms"]))
+        if job.val:
+            fam = job.family or src.meta.family
+            # the exported float teacher (or the source file itself) through the same harness
+            out.update(
+                evaluate_pair(before_path, after, job.val, fam, overrides=job.protocol_overrides())
+            )
+    return out
+
+
 def prune_model(job: PruneJob, *, log: Callable[[str], None] | None = None) -> CompressionResult:
     """Prune ``job.model`` to its target (MACs, parameters or estimated latency) with optional
     recovery, export it, time it against the float model and, with ``job.val``, score both;
@@ -485,35 +578,13 @@ def prune_model(job: PruneJob, *, log: Callable[[str], None] | None = None) -> C
     say = log or _quiet
     import torch
 
-    from edgedet.benchmarks.latency import measure_network_latency as measure_latency
-
     from .distill import Distiller, list_images
-    from .prune import PruneConfig, check_prunable, prune
-    from .report import latency_verdict, report_markdown
+    from .prune import check_prunable, prune
+    from .report import report_markdown
 
     paths = _out_paths(job.out)
-    given = {
-        k: v
-        for k, v in (
-            ("macs", job.target_macs),
-            ("params", job.target_params),
-            ("latency", job.target_latency),
-        )
-        if v is not None
-    }
-    if len(given) > 1:
-        raise InvalidInputError(
-            "give one of --target-macs, --target-params, --target-latency, not "
-            + " and ".join(f"--target-{k}" for k in given)
-        )
-    metric, target = next(iter(given.items())) if given else ("macs", 0.7)
-    cfg = PruneConfig(
-        target=target, metric=metric, importance=job.importance, round_to=job.round_to or None,
-        global_pruning=job.global_ranking, stages=job.stages, compensate=not job.no_compensate,
-        sensitivity=job.sensitivity, reconstruct=job.reconstruct,
-        macs_per_element=0.0 if metric == "latency" else None,  # the fitted rate replaces it
-    )  # fmt: skip
-    cfg.validate()
+    cfg = job.prune_config()
+    metric = cfg.metric
     src = load_source(job.model, job.family, job.imgsz, log=say)
     images = list_images(job.images, job.max_images)
     pre = _preprocessor(src)
@@ -522,37 +593,17 @@ def prune_model(job: PruneJob, *, log: Callable[[str], None] | None = None) -> C
     work = paths["work"]
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "prune_state.pt"
+    resumed = _resume_state(job, state_path, metric, say, cfg.stages)
     start, base, kept = 0, None, None
     latency_fit: dict[str, Any] | None = None
     reference_value: float | None = None
-    if job.resume and state_path.is_file():
-        from .safe_load import load_torch_file
-
-        st = load_torch_file(state_path, TrainingError, "prune state")
-        model, start, base = st["model"], int(st["stage"]) + 1, tuple(st["base"])
-        kept = st.get("kept_channels")
-        latency_fit = st.get("latency_model")  # the same rate as the interrupted run
-        reference_value = st.get("reference_value")
-        if st.get("metric", "macs" if latency_fit is None else "latency") != metric:
-            raise InvalidInputError(
-                f"{state_path} is a run with a {st.get('metric')} target; resume it with the same "
-                f"target (--target-{st.get('metric')}), or start afresh without --resume"
-            )
-        say(f"resuming after stage {start} of {cfg.stages}")
+    if resumed is not None:
+        model, start, base = resumed["model"], int(resumed["stage"]) + 1, tuple(resumed["base"])
+        kept = resumed.get("kept_channels")
+        latency_fit = resumed.get("latency_model")  # the same rate as the interrupted run
+        reference_value = resumed.get("reference_value")
     if metric == "latency":
-        if latency_fit is None:
-            from .latency_model import fit_latency_model
-
-            with tempfile.TemporaryDirectory() as tmp:
-                latency_fit = fit_latency_model(float_reference(src, teacher, Path(tmp))).to_dict()
-        cfg.macs_per_element = float(latency_fit["macs_per_element"])
-        cfg.validate()
-        say(
-            f"latency model (ONNX Runtime profile): {latency_fit['per_mmac']:.4f} ms/MMAC + "
-            f"{latency_fit['per_melement']:.4f} ms/M elements moved (R^2 "
-            f"{latency_fit['r2']:.2f}; MACs alone {latency_fit['r2_macs_only']:.2f}): one element "
-            f"costs {cfg.macs_per_element:.1f} MACs"
-        )
+        latency_fit = _fit_latency(src, teacher, cfg, latency_fit, say)
     example = src.example()
     check_prunable(model, example)
     x0, _ = pre([_read(images[0])])
@@ -617,20 +668,7 @@ def prune_model(job: PruneJob, *, log: Callable[[str], None] | None = None) -> C
               "images": str(job.images), "teacher": str(job.model)}  # fmt: skip
     export_model(src, model, paths["onnx"], record)
     save_module(src, model, paths["pt"])
-    with tempfile.TemporaryDirectory() as tmp:
-        before_path = float_reference(src, teacher, Path(tmp))
-        report["latency_before"] = measure_latency(before_path, iters=job.latency_iters)
-        report["latency_after"] = measure_latency(paths["onnx"], iters=job.latency_iters)
-        report.update(
-            latency_verdict(report["latency_before"]["p50_ms"], report["latency_after"]["p50_ms"])
-        )
-        if job.val:
-            fam = job.family or src.meta.family
-            # the exported float teacher (or the source file itself) through the same harness
-            report.update(
-                evaluate_pair(before_path, paths["onnx"], job.val, fam,
-                              overrides=job.protocol_overrides())
-            )  # fmt: skip
+    report.update(_time_and_score(job, src, teacher, paths["onnx"]))
     _write_reports(paths, report, report_markdown(report, f"Pruning {Path(job.model).name}"))
     return CompressionResult.of(paths, report)
 
