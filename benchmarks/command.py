@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgedet.bootstrap import DEFAULT_RESAMPLES
 from edgedet.errors import EdgedetError
+from edgedet.eval.bootstrap import DEFAULT_RESAMPLES
 from edgedet.workdir import check_out_dir, work_dir
 
 DEFAULT_OUT = "bench_results"
@@ -35,13 +35,6 @@ NO_MODEL_HELP = (
     "(--family is needed for models without edgedet metadata; --data takes a COCO, YOLO, VOC or "
     "KITTI folder)"
 )
-
-
-def sample_model_path() -> Path:
-    """Where the sample model ships (``edgedet/assets/sample_roads.onnx``)."""
-    import edgedet
-
-    return Path(edgedet.__file__).resolve().parent / "assets" / "sample_roads.onnx"
 
 
 def _alias(text: str) -> tuple[str, str]:
@@ -399,7 +392,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
     if not args.model and not args.sweep:
-        sample = sample_model_path()
+        from edgedet import assets
+
+        sample = assets.SAMPLE_MODEL
         if not sample.is_file():
             return _err(NO_MODEL_HELP.format(path=sample))
         args.model = [str(sample)]

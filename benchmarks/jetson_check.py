@@ -187,14 +187,17 @@ def check_precision(c: Checker, precision: str) -> Result:
     res["summary"] = f"built {res['describe']['precision']}"
     if res["describe"]["precision"] != precision:
         res.update(status="FAIL", error=f"asked {precision}, engine says {res['describe']['precision']}")
+    from edgedet.runtimes.registry import runtime_class
+
+    from edgedet.errors import RuntimeUnavailableError
+
     try:
-        import onnxruntime as ort
-    except ImportError:
+        ort_runtime = runtime_class("onnxruntime")
+    except RuntimeUnavailableError:
         res["reference"] = "onnxruntime not installed: output not compared"
         return res
-    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(
-        None, {"images": x}
-    )[0]
+    with ort_runtime(model) as ref_rt:
+        ref = ref_rt.infer({"images": x})[ref_rt.outputs[0].name]
     err = float(np.abs(out - ref).max())
     res["max_abs_error_vs_onnxruntime"] = err
     res["summary"] += f", max |err| vs ORT {err:.2e}"

@@ -181,6 +181,51 @@ def measure_latency(
     )
 
 
+def measure_network_latency(
+    model: Any, *, iters: int = 50, warmup: int = 5, threads: int = 2
+) -> dict[str, float]:
+    """Latency of the network alone (no pre- or postprocessing): ``model`` (an ONNX path) opened
+    on ONNX Runtime through the runtime registry with ``threads`` intra-op threads, fed one fixed random
+    float32 batch in [0, 1) shaped like its inputs (dynamic dimensions as 1), ``warmup`` untimed
+    calls, then ``iters`` timed ones. For compression reports that compare two exports of a
+    model that has no meta (`edgedet.train.prune`); a `Detector` is timed by `measure_latency`.
+
+    Returns milliseconds: ``p50_ms``, ``p90_ms``, ``mean_ms`` (`stats.summarize_ns`, nothing
+    clipped), and ``iters`` / ``threads`` as floats.
+    """
+    from edgedet.runtimes.registry import runtime_class
+
+    if iters < 1 or warmup < 0:
+        raise InvalidInputError(f"expected iters >= 1 and warmup >= 0, got {iters}, {warmup}")
+    rng = np.random.default_rng(0)
+    rt = runtime_class("onnxruntime")(model, threads=threads, inter_threads=1)
+    try:
+        feeds = {
+            spec.name: rng.random([d if isinstance(d, int) else 1 for d in spec.shape]).astype(
+                np.float32
+            )
+            for spec in rt.inputs
+        }
+        for _ in range(warmup):
+            rt.infer(feeds)
+        clock = time.perf_counter_ns
+        samples: list[int] = []
+        for _ in range(iters):
+            t0 = clock()
+            rt.infer(feeds)
+            samples.append(clock() - t0)
+    finally:
+        rt.close()
+    st = summarize_ns(samples)
+    return {
+        "p50_ms": st["p50"],
+        "p90_ms": st["p90"],
+        "mean_ms": st["mean"],
+        "iters": float(iters),
+        "threads": float(threads),
+    }
+
+
 @dataclass
 class ThroughputResult:
     """Images per second with ``requests`` calls in flight, or None with the reason why not."""

@@ -5,7 +5,7 @@ Configurations scored on the same images with the same class names and aliases f
 (`pairing_key`); the first of the group that ran is its reference (put the float model first).
 Every ok record gets ``accuracy.map50_95_ci``; every other member of a group also gets
 ``accuracy.vs_reference``: the difference and ratio of mAP50-95 to the reference with their
-intervals, and the share of resamples in which it scored higher (`edgedet.bootstrap`, the same
+intervals, and the share of resamples in which it scored higher (`edgedet.eval.bootstrap`, the same
 resamples for the whole group). A group whose bootstrap fails gets ``accuracy.interval_reason``
 instead; the run's other results are kept.
 """
@@ -22,7 +22,7 @@ from .records import get_path
 from .runner import load_detections
 
 if TYPE_CHECKING:
-    from edgedet.bootstrap import BootstrapResult
+    from edgedet.eval.bootstrap import BootstrapResult
 
 
 def pairing_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -56,8 +56,8 @@ def paired_bootstrap(
         InvalidInputError: the records' detections do not cover the same images.
         EdgedetError / OSError: a detections file or the dataset cannot be read.
     """
-    from edgedet.bootstrap import bootstrap_map
     from edgedet.data import load_dataset
+    from edgedet.eval.bootstrap import bootstrap_map
 
     ref = members[0]
     preds = {str(i): load_detections(r["detections_file"]) for i, r in enumerate(members)}

@@ -1,6 +1,6 @@
 """Benchmark records: one JSON object per configuration, in JSON Lines files.
 
-`append_record` rewrites the whole file through `edgedet.meta.atomic_write_bytes`, so a crash
+`append_record` rewrites the whole file through `edgedet.fileio.atomic_write_bytes`, so a crash
 or a Ctrl-C in the middle of a sweep leaves every finished record intact and never half a line.
 Several devices' files merge into one list (`merge_records`); each record carries its ``host``.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedet.errors import InvalidInputError
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
 #: The fields that identify one configuration (two records with the same key measured the same
 #: thing, e.g. before and after a change).

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
 from .records import get_path
 from .stats import STAT_KEYS
@@ -47,7 +47,7 @@ def _fmt(value: Any, spec: str) -> str:
         return str(value)
     if spec == "s":
         return str(value)
-    if spec == "ci":  # an interval dict from edgedet.bootstrap
+    if spec == "ci":  # an interval dict from edgedet.eval.bootstrap
         low, high = (value.get(k) if isinstance(value, dict) else None for k in ("low", "high"))
         return "–" if low is None or high is None else f"{low:.3f}–{high:.3f}"
     if isinstance(value, (int, float)):

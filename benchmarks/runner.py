@@ -294,7 +294,7 @@ def load_detections(path: str | Path) -> dict[int, Any]:
 
 
 def _safety_classes(config: BenchConfig) -> tuple[str, ...]:
-    from edgedet.metrics import DEFAULT_SAFETY_CLASSES
+    from edgedet.eval.metrics import DEFAULT_SAFETY_CLASSES
 
     if config.safety_classes is not None:
         return tuple(config.safety_classes)
@@ -305,7 +305,7 @@ def _evaluate(
     det: Any, dataset: Any, dets: dict[int, Any], config: BenchConfig, backend: str, protocol: Any
 ) -> Any:
     """The same detections scored by another COCO backend (``cross_check``)."""
-    from edgedet.metrics import evaluate
+    from edgedet.eval.metrics import evaluate
 
     return evaluate(
         dataset,
@@ -356,7 +356,7 @@ def _accuracy(
     dets, report = result.detections, result.report
     record["accuracy_pass_s"] = result.seconds
     if config.save_detections:
-        from edgedet.meta import atomic_write_bytes
+        from edgedet.fileio import atomic_write_bytes
 
         atomic_write_bytes(config.save_detections, json.dumps(_detections_to_json(dets)).encode())
         record["detections_file"] = config.save_detections
@@ -557,7 +557,6 @@ def worker_env(config: BenchConfig) -> dict[str, str]:
     if config.threads is not None:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(config.threads)
-    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     return env
 
 

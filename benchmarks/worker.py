@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
 from .records import dumps_record
 from .runner import BenchConfig, run_config

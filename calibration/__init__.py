@@ -7,6 +7,12 @@ sensitivity and mixed precision. See calibration/README.md.
     >>> src = CalibrationSource(det, images="frames/", num=300)                             # doctest: +SKIP
     >>> quantize_onnx("yolox_nano.onnx", src, CalibrationSpec(), "yolox_int8.onnx", det.meta)  # doctest: +SKIP
 
+The whole ``edgedet calibrate`` pipeline (guard, budget, fidelity, report) from Python:
+
+    >>> from edgedet.calibration import CalibrateConfig, calibrate                          # doctest: +SKIP
+    >>> res = calibrate(CalibrateConfig("yolox_nano.onnx", images="frames/", family="yolox"))  # doctest: +SKIP
+    >>> res.path, res.budget_met, res.report["fidelity"]["map50_95"]                        # doctest: +SKIP
+
 Submodules are imported on first use; onnxruntime, nncf, openvino and tensorrt only when a
 function needing them runs.
 """
@@ -30,6 +36,9 @@ _LAZY = {
     "make_entropy_calibrator": ("edgedet.calibration.trt_int8", "make_entropy_calibrator"),
     "layer_sensitivity": ("edgedet.calibration.sensitivity", "layer_sensitivity"),
     "mixed_precision": ("edgedet.calibration.sensitivity", "mixed_precision"),
+    "calibrate": ("edgedet.calibration.pipeline", "calibrate"),
+    "CalibrateConfig": ("edgedet.calibration.pipeline", "CalibrateConfig"),
+    "CalibrationResult": ("edgedet.calibration.pipeline", "CalibrationResult"),
 }
 
 __all__ = sorted(_LAZY)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedet.bootstrap import DEFAULT_RESAMPLES
+from edgedet.eval.bootstrap import DEFAULT_RESAMPLES
 
 
 @dataclass
@@ -101,7 +101,7 @@ def score_detector(
     """mAP of ``det`` on ``dataset`` through `edgedet.scoring.score` under ``protocol``
     (default: the detector's own, `edgedet.protocol.resolve_protocol`, with ``overrides`` from
     the flags on top), and p50 latency on 8 of its images if asked."""
-    from edgedet.metrics import DEFAULT_SAFETY_CLASSES
+    from edgedet.eval.metrics import DEFAULT_SAFETY_CLASSES
     from edgedet.protocol import resolve_protocol
     from edgedet.scoring import score
 
@@ -190,14 +190,14 @@ def drop_interval(
     before: Score, after: Score, dataset: Any, *, resamples: int = DEFAULT_RESAMPLES
 ) -> dict[str, float] | None:
     """The mAP50-95 drop from ``before`` to ``after`` in points with its 95% paired bootstrap
-    interval over the validation images (`edgedet.bootstrap`), or None when either score lacks
+    interval over the validation images (`edgedet.eval.bootstrap`), or None when either score lacks
     its detections or the class names differ. ``half_width`` is what these images resolve: a
     budget below it is judged on noise."""
     if before.detections is None or after.detections is None:
         return None
     if before.class_names != after.class_names or not before.class_names:
         return None
-    from edgedet.bootstrap import bootstrap_map
+    from edgedet.eval.bootstrap import bootstrap_map
 
     result = bootstrap_map(
         load_dataset(dataset),

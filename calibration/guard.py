@@ -12,7 +12,7 @@ measurement (calibration/README.md, "Label-free guard").
 
 `fidelity` scores the INT8 model's detections against the float model's detections taken as
 ground truth (score >= `PSEUDO_GT_SCORE`) through the project's COCO evaluation
-(`edgedet.metrics.evaluate`): mAP50-95 overall and per class of how well INT8 reproduces float,
+(`edgedet.eval.metrics.evaluate`): mAP50-95 overall and per class of how well INT8 reproduces float,
 with no labels. It is not accuracy: a float model's mistakes count as truth here.
 
 The INT8 builders (`Int8Builder`): `OrtBuilder` writes QDQ ONNX with ONNX Runtime's quantizer
@@ -26,7 +26,6 @@ quantization of the same float graph; node names are translated through output t
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 
 from edgedet.errors import CalibrationError, InvalidInputError
 
+from .files import move_model
 from .ort_int8 import PreparedModel, QuantizeResult
 from .sensitivity import SensitivityReport, detection_error
 from .source import CalibrationSource, decode
@@ -114,11 +114,11 @@ def fidelity(
     """How well ``candidate`` detections reproduce ``reference`` ones (lists of `Detections`,
     one per image of ``images``, boxes in original-image pixels, class ids into
     ``class_names``): the reference detections with score >= ``min_score`` are the ground
-    truth, the candidate's are scored against them by `edgedet.metrics.evaluate` (COCO
+    truth, the candidate's are scored against them by `edgedet.eval.metrics.evaluate` (COCO
     mAP50-95 / mAP50 overall and per class present in the reference). ``map50_95`` is None
     when the reference found nothing to score against."""
     from edgedet.data.dataset import Annotation, DetectionDataset, Sample
-    from edgedet.metrics import evaluate
+    from edgedet.eval.metrics import evaluate
 
     if not (len(reference) == len(candidate) == len(images)):
         raise InvalidInputError(
@@ -289,19 +289,6 @@ def original_names(prepared: Path, original: Path, names: Sequence[str]) -> list
             else:
                 log.warning("layer %s has no counterpart in %s; not kept float", node.name, original)
     return found
-
-
-def move_model(src: Path, dst: Path) -> Path:
-    """Rename a model (``.xml``: its ``.bin`` first, and its edgedet sidecar) to ``dst`` in the
-    same folder, so a finished ``dst`` only ever appears complete."""
-    from edgedet.meta import sidecar_path
-
-    if src.suffix.lower() == ".xml":
-        os.replace(src.with_suffix(".bin"), dst.with_suffix(".bin"))
-    if sidecar_path(src).is_file():
-        os.replace(sidecar_path(src), sidecar_path(dst))
-    os.replace(src, dst)
-    return dst
 
 
 # -- the guard ---------------------------------------------------------------------------------

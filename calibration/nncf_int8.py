@@ -281,7 +281,7 @@ def make_validation_fn(
     meta: ModelMeta, dataset: Any, *, threads: int | None = 2
 ) -> Callable[[Any, Any], tuple[float, None]]:
     """NNCF ``validation_fn(compiled_model, samples) -> (mAP50-95, None)`` running edgedet's
-    preprocessing, decoder and NMS around the compiled model and scoring with edgedet.metrics."""
+    preprocessing, decoder and NMS around the compiled model and scoring with edgedet.eval.metrics."""
     import openvino as ov
 
     from edgedet.detector import Detector

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedet.boxes import box_iou
 from edgedet.errors import CalibrationError
 from edgedet.workdir import make_work_dir, remove_work_dir
 
@@ -225,17 +226,6 @@ def fake_quantize_layer(
 # -- proxy error ------------------------------------------------------------------------------
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    a = (box[2] - box[0]) * (box[3] - box[1])
-    b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(a + b - inter, 1e-9)
-
-
 def detection_error(
     reference: Sequence[Any], candidate: Sequence[Any], min_score: float = PROXY_SCORE
 ) -> float:
@@ -249,7 +239,7 @@ def detection_error(
             if not same.any():
                 errors.append(1.0 + float(score))
                 continue
-            ious = _iou(box, cand.xyxy[same])
+            ious = box_iou(box[None], cand.xyxy[same], dtype=np.float64)[0]
             j = int(np.argmax(ious))
             if ious[j] < 0.3:
                 errors.append(1.0 + float(score))
@@ -399,7 +389,7 @@ def mixed_precision(
     ``build(path, keep_float)`` writes a candidate for another INT8 format (named ``*suffix``,
     e.g. OpenVINO IR, `guard.OpenVinoBuilder`); by default ONNX Runtime QDQ is built here.
     """
-    from .guard import move_model
+    from .files import move_model
 
     out = Path(out)
     work = make_work_dir(".edgedet-mixed-", out.parent)  # a killed run's: removed by the next

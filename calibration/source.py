@@ -31,7 +31,6 @@ from .spec import MIN_TRUSTED_IMAGES
 
 log = logging.getLogger("edgedet.calibration")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 class Preprocesses(Protocol):
@@ -95,7 +94,9 @@ def list_images(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise InvalidInputError(f"calibration images: {root} is not a folder")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    from edgedet.data.images import find_images
+
+    return find_images(root)
 
 
 def choose(paths: Sequence[Path], n: int, seed: int | None) -> list[Path]:

@@ -35,14 +35,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgedet.errors import CalibrationError, RuntimeUnavailableError, missing_extra
-from edgedet.meta import ModelMeta, atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
+from edgedet.meta import ModelMeta
 
 from .source import CalibrationSource
 from .spec import CalibrationSpec
@@ -270,7 +270,3 @@ def qdq_for_tensorrt(spec: CalibrationSpec) -> CalibrationSpec:
     """The spec TensorRT's explicit quantization needs: symmetric int8 activations, 8-bit
     weights, per-channel weights."""
     return spec.replace(symmetric_activations=True, reduce_range=False, per_channel=True)
-
-
-def describe_cache_key(parts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in parts.items())

@@ -76,7 +76,8 @@ def import_sidecar(src: Path, meta: ModelMeta, out: str | None) -> str:
     Returns the line to print.
     """
     from .detector import load
-    from .meta import atomic_write_bytes, read_sidecar, sidecar_path, write_sidecar
+    from .fileio import atomic_write_bytes
+    from .meta import read_sidecar, sidecar_path, write_sidecar
 
     target = sidecar_path(src)
     if out is not None and Path(out).resolve() != target.resolve():

@@ -15,7 +15,7 @@ too; the tests hold both to the same loop-based reference.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -67,16 +67,34 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
     return wh[..., 0] * wh[..., 1]
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes a (N, 4) and b (M, 4) -> (N, M) in [0, 1]."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
+    return wh[..., 0] * wh[..., 1]  # type: ignore[no-any-return]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray, *, dtype: Any = np.float32) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes a (N, 4) and b (M, 4) -> (N, M) in [0, 1], computed and
+    returned in ``dtype`` (float32 by default; the mAP matching uses float64). Degenerate boxes
+    have area 0; a pair with no union has IoU 0."""
+    a = np.asarray(a, dtype)
+    b = np.asarray(b, dtype)
+    inter = _intersection(a, b)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(dtype)
+
+
+def box_ioa(det: np.ndarray, region: np.ndarray, *, dtype: Any = np.float32) -> np.ndarray:
+    """Intersection over the area of each box of ``det`` (N, 4) with each ``region`` (M, 4),
+    xyxy -> (N, M) in [0, 1] (COCO's overlap of a detection with a crowd region); 0 where the
+    detection has no area."""
+    det = np.asarray(det, dtype)
+    region = np.asarray(region, dtype)
+    area = box_area(det)[:, None]
+    return np.where(area > 0, _intersection(det, region) / np.maximum(area, 1e-12), 0.0).astype(
+        dtype
+    )
 
 
 def _iou_one(box: np.ndarray, others: np.ndarray, areas: np.ndarray, area: float) -> np.ndarray:

@@ -27,7 +27,6 @@ from ._cli_support import (
 from .errors import EdgedetError, InvalidInputError
 from .hints import SIDECAR_SUFFIXES, cli_flags, import_command
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
@@ -124,13 +123,15 @@ def console() -> Any:
 
 def _iter_sources(source: str) -> tuple[str, list[Path] | int | str | Path]:
     """Classify a source: ('images', [paths]) / ('video', path or camera index or URL)."""
+    from .data.images import IMAGE_SUFFIXES, find_images
+
     if source.isdigit():
         return "video", int(source)
     if "://" in source:
         return "video", source
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = find_images(path)
         if not files:
             raise InvalidInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
         return "images", files
@@ -158,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ._predict_output import coco_results, detection_records, detections_document, source_fps
     from .draw import draw_detections
-    from .meta import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     model = args.model or default_sample_model()
     det = load_from_args(args, model)
@@ -593,7 +594,9 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
 
 def default_sample_model() -> Path:
     """The sample detector shipped inside the package (trained by edgedet on synthetic roads)."""
-    path = Path(__file__).parent / "assets" / "sample_roads.onnx"
+    from . import assets
+
+    path = assets.SAMPLE_MODEL
     if not path.is_file():
         raise InvalidInputError(
             "no model given and the embedded sample model is not installed; pass a model: "

@@ -105,7 +105,6 @@ class Detector:
         self._validate_settings()
         batch = self.input_spec.shape[0] if self.input_spec.shape else None
         self.fixed_batch: int | None = batch if isinstance(batch, int) else None
-        self._has_batch_axis = len(self.input_spec.shape) == 4
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -292,8 +291,6 @@ class Detector:
         batch, lbs = self.preprocessor(images)
         if self.input_spec.dtype != np.float32:
             batch = batch.astype(self.input_spec.dtype)
-        if not self._has_batch_axis:  # pragma: no cover - guarded in _input_hw
-            batch = batch[0]
         return {self.input_spec.name: batch}, lbs
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

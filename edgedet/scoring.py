@@ -5,7 +5,7 @@ qat) calls `score` with a `Detector` (for a torch module, `torch_detector` wraps
 runtime) and an `EvalProtocol`, so the same model on the same images gets the same number from
 every command. The detections are made by the detector itself, with the protocol's thresholds
 applied for the pass and the detector's own settings restored afterwards; the mAP comes from
-`edgedet.metrics.evaluate` (faster-coco-eval or pycocotools).
+`edgedet.eval.metrics.evaluate` (faster-coco-eval or pycocotools).
 
     >>> from edgedet.scoring import score
     >>> result = score(edgedet.load("yolox_nano.onnx", family="yolox"), "coco_val/")
@@ -29,7 +29,7 @@ from .protocol import EvalProtocol, protocol_of
 class ScoreResult:
     """What `score` measured.
 
-    ``report``: the `edgedet.metrics.AccuracyReport` (mAP50-95, per-class AP, P/R at the deploy
+    ``report``: the `edgedet.eval.metrics.AccuracyReport` (mAP50-95, per-class AP, P/R at the deploy
     threshold...). ``detections``: ``{image_id: Detections}`` in original-image pixels, class ids
     indexing ``class_names``, as the mAP saw them (for paired bootstrap intervals).
     ``protocol``: the `EvalProtocol` used. ``seconds``: wall time of the prediction pass.
@@ -154,7 +154,7 @@ def score(
             its family's published validator).
         samples: the dataset samples to score (default: all).
         batch: images per inference call.
-        aliases / safety_classes / deploy_threshold / backend: as `edgedet.metrics.evaluate`;
+        aliases / safety_classes / deploy_threshold / backend: as `edgedet.eval.metrics.evaluate`;
             ``deploy_threshold`` defaults to the protocol's ``deploy_score_threshold``.
         data_flag: the command-line flag that named ``dataset``, for error messages.
 
@@ -162,7 +162,7 @@ def score(
         InvalidInputError: an empty dataset, or no model class among the dataset's classes
             (the message names ``data_flag``).
     """
-    from .metrics import DEFAULT_SAFETY_CLASSES, evaluate
+    from .eval.metrics import DEFAULT_SAFETY_CLASSES, evaluate
 
     proto = protocol if protocol is not None else protocol_of(detector)
     ds = as_dataset(dataset)

@@ -54,9 +54,9 @@ from edgedet.errors import (
     RuntimeUnavailableError,
     missing_extra,
 )
+from edgedet.fileio import atomic_write_bytes
 from edgedet.meta import (
     ModelMeta,
-    atomic_write_bytes,
     read_meta,
     read_sidecar,
     sidecar_path,

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from edgedet.testdata import testdata_dir, why_missing
+from tests.testdata import testdata_dir, why_missing
 
 
 @pytest.fixture(scope="session")

@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedet.bootstrap import (
+from edgedet.boxes import box_iou
+from edgedet.data import Annotation, DetectionDataset, Sample
+from edgedet.detections import Detections
+from edgedet.errors import InvalidInputError
+from edgedet.eval.bootstrap import (
     _first_level_at_least,
     _per_image_matching,
     _weighted_map,
     bootstrap_map,
     resample_weights,
 )
-from edgedet.data import Annotation, DetectionDataset, Sample
-from edgedet.detections import Detections
-from edgedet.errors import InvalidInputError
-from edgedet.metrics import _iou, coco_inputs, evaluate
+from edgedet.eval.metrics import coco_inputs, evaluate
 
 pytest.importorskip("pycocotools")
 
@@ -185,7 +186,7 @@ def test_paired_difference_is_narrower_than_the_models_own_intervals() -> None:
     for i, d in preds.items():
         s = ds.by_id(i)
         gt_ok = ~s.gt.ignore
-        iou = _iou(d.xyxy, s.gt.xyxy[gt_ok]) if gt_ok.any() and len(d) else np.zeros((len(d), 0))
+        iou = box_iou(d.xyxy, s.gt.xyxy[gt_ok], dtype=np.float64) if gt_ok.any() and len(d) else np.zeros((len(d), 0))
         hit = iou.max(axis=1) > 0.5 if iou.size else np.zeros(len(d), bool)
         better[i] = Detections(d.xyxy, np.where(hit, d.scores, d.scores * 0.9), d.class_ids)
     r = bootstrap_map(ds, {"a": preds, "b": better}, NAMES, resamples=300, seed=4)

@@ -595,3 +595,18 @@ def test_clip_boxes_in_place() -> None:
     out = clip_boxes(boxes, height=40, width=30)
     assert out is boxes
     np.testing.assert_array_equal(boxes, [[0, 0, 30, 40], [10, 10, 20, 20], [0, 0, 0, 0]])
+
+
+def test_box_iou_dtype_and_box_ioa() -> None:
+    """The one IoU serves NMS-side float32 callers and the float64 mAP matching; IoA is the
+    intersection over the first box's area (COCO's crowd overlap)."""
+    from edgedet.boxes import box_ioa
+
+    a = np.array([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 9.0]])
+    b = np.array([[5.0, 0.0, 15.0, 10.0]])
+    assert box_iou(a, b).dtype == np.float32
+    iou = box_iou(a, b, dtype=np.float64)
+    assert iou.dtype == np.float64 and iou[0, 0] == 50.0 / 150.0 and iou[1, 0] == 0.0
+    ioa = box_ioa(a, b, dtype=np.float64)
+    assert ioa[0, 0] == 0.5 and ioa[1, 0] == 0.0  # a degenerate detection has no area
+    assert box_ioa(b, a)[0, 0] == pytest.approx(0.5) and box_ioa(a[:0], b).shape == (0, 1)

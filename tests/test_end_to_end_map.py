@@ -13,7 +13,7 @@ import pytest
 
 import edgedet
 from edgedet.data import load_dataset
-from edgedet.metrics import evaluate
+from edgedet.eval.metrics import evaluate
 
 pytestmark = [pytest.mark.testdata, pytest.mark.slow]
 

@@ -102,7 +102,7 @@ def test_compression_reports_keep_latency_and_tail_outside_the_repository(tmp_pa
     val = sample_validation_set(tmp_path / "val", n=3)
     code = textwrap.dedent(f"""
         import json, onnx
-        from edgedet.train.compress_command import evaluate_pair
+        from edgedet.train.compress import evaluate_pair
         from edgedet.train.qat import tail_quantizers
         pair = evaluate_pair({str(SAMPLE)!r}, {str(SAMPLE)!r}, {str(val)!r}, None)
         print(json.dumps({{"after": pair["eval_after"], "protocol": pair["protocol"],

@@ -11,13 +11,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgedet import meta as meta_mod
+from edgedet import fileio
 from edgedet.errors import IncompatibleModelError, InvalidInputError, ModelLoadError
+from edgedet.fileio import atomic_write_bytes
 from edgedet.meta import (
     COCO80,
     META_KEY,
     ModelMeta,
-    atomic_write_bytes,
     is_quantized_onnx,
     read_meta,
     read_onnx_metadata,
@@ -361,7 +361,7 @@ def test_atomic_write_keeps_old_file_when_write_fails(
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(meta_mod.os, "fsync", disk_full)
+    monkeypatch.setattr(fileio.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left on device"):
         atomic_write_bytes(target, b"new contents")
     assert target.read_bytes() == b"old"
@@ -377,7 +377,7 @@ def test_atomic_write_cleans_up_on_interrupt(
     def interrupted(src: str, dst: str) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(meta_mod.os, "replace", interrupted)
+    monkeypatch.setattr(fileio.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"

@@ -14,8 +14,8 @@ import pytest
 from edgedet.data import Annotation, DetectionDataset, Sample, load_dataset, map_classes
 from edgedet.detections import Detections
 from edgedet.errors import InvalidInputError, RuntimeUnavailableError
+from edgedet.eval.metrics import BACKENDS, coco_detections, evaluate, match_at_threshold
 from edgedet.meta import COCO80
-from edgedet.metrics import BACKENDS, coco_detections, evaluate, match_at_threshold
 
 # -- a tiny dataset whose numbers can be worked out by hand ------------------------------------
 

@@ -188,7 +188,7 @@ def test_every_command_gives_the_same_number(sample_val: Path):
     from edgedet.benchmarks.runner import BenchConfig, run_config
     from edgedet.calibration.evaluate import score_model
 
-    from edgedet.train.compress_command import evaluate_pair
+    from edgedet.train.compress import evaluate_pair
     from edgedet.train.export import evaluate_onnx
 
     with edgedet.load(SAMPLE, runtime="onnxruntime") as det:

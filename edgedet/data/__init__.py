@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from ..errors import DatasetError
 from .classmap import DEFAULT_ALIASES, ClassMap, map_classes
+from .coco import coco_category_ids, coco_gt_dict, write_coco_json
 from .dataset import ANY_CLASS, Annotation, DetectionDataset, Sample
-from .readers import KITTI_CLASSES, detect_layout, drop_unreadable, load_dataset
-from .writers import coco_category_ids, coco_gt_dict, convert_dataset, write_coco_json
+from .kitti import KITTI_CLASSES
+from .readers import detect_layout, drop_unreadable, load_dataset
+from .writers import convert_dataset
 
 __all__ = [
     "ANY_CLASS",

@@ -20,6 +20,12 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def find_images(root: Path) -> list[Path]:
+    """Image files (by `IMAGE_SUFFIXES`, any case) under folder ``root``, recursively, sorted
+    by path. Callers say what a missing folder or an empty result means for them."""
+    return sorted(p for p in Path(root).rglob("*") if is_image(p) and p.is_file())
+
+
 def _jpeg_size(f) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
     f.seek(2)
     while True:

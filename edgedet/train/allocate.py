@@ -8,7 +8,7 @@ model's outputs is measured on calibration images. A greedy allocation then spen
 where it costs the least output distortion per MAC saved (the per-layer search of NetAdapt / AMC,
 without the agent, with a measured proxy).
 
-The "cut alone" is simulated, not performed: with mean compensation (`prune.compensate_group`),
+The "cut alone" is simulated, not performed: with mean compensation (`channels.compensate_group`),
 removing a channel means every dense convolution reading it sees the channel's calibration mean
 instead. A forward pre-hook that writes those means into the readers' inputs gives exactly the
 pruned model's outputs for 1x1 readers (k x k readers differ only at the zero-padded border), at
@@ -25,50 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .prune import ActivationStats, _activation_importance, _forward, _reads_channels
+from .channels import ActivationStats, activation_importance, conv_costs, forward, reads_channels
 
 DEFAULT_RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5)
-
-
-def conv_macs(model: nn.Module, example: Any) -> dict[nn.Module, int]:
-    """Multiply-accumulates of every convolution for one forward pass of ``example``."""
-    return {m: c[0] for m, c in conv_costs(model, example).items()}
-
-
-def conv_costs(model: nn.Module, example: Any) -> dict[nn.Module, tuple[int, int, int]]:
-    """``(MACs, input elements, output elements)`` of every convolution for one forward pass of
-    ``example``, per image. Elements are what a memory-bound convolution (and the activation
-    run on its output) spends its time moving; see `latency_model.py`."""
-    costs: dict[nn.Module, tuple[int, int, int]] = {}
-
-    def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-        w: torch.Tensor = mod.weight  # type: ignore[assignment]
-        per_out = int(out.numel() // out.shape[0])
-        costs[mod] = (
-            per_out * int(w.shape[1] * w.shape[2] * w.shape[3]),
-            int(inp[0].numel() // inp[0].shape[0]),
-            per_out,
-        )
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
-    model.eval()  # a counting pass must not move batch-norm statistics
-    try:
-        with torch.no_grad():
-            _forward(model, example)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return costs
-
-
-def conv_cost_total(model: nn.Module, example: Any, macs_per_element: float) -> float:
-    """The whole model's estimated cost in MAC-equivalents: MACs plus ``macs_per_element``
-    times the elements every convolution reads and writes (0: MACs alone)."""
-    return float(
-        sum(m + macs_per_element * (i + o) for m, i, o in conv_costs(model, example).values())
-    )
 
 
 def _group_convs(
@@ -140,7 +99,7 @@ def scan(
 
     ``calibration``: preprocessed images ``(N, 3, H, W)``; ``distortion(reference)`` returns the
     function that scores outputs on them against ``reference``, the unpruned model's outputs
-    (e.g. `prune.relative_mse`; 0 = identical). Returns one row per
+    (e.g. `channels.relative_mse`; 0 = identical). Returns one row per
     prunable group: ``{"name", "module", "channels", "macs", "convs", "cost": {ratio:
     distortion}}`` (``convs``: see `_group_convs`; ``macs``: their total), costs above the
     unpruned model's own distortion (clamped at 0).
@@ -156,7 +115,7 @@ def scan(
     reference = stats.refresh(model, calibration)  # one pass: statistics and reference outputs
     score = distortion(reference)
     base = score(reference)  # a loss against soft targets is not 0 at the target
-    importance = _activation_importance(stats)
+    importance = activation_importance(stats)
     with torch.enable_grad():  # the dependency graph traces autograd
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     groups = list(graph.get_all_groups(ignored_layers=list(ignored), root_module_types=[nn.Conv2d]))
@@ -171,7 +130,7 @@ def scan(
         readers = [
             (dep.target.module, list(idxs), list(group[i].root_idxs))
             for i, (dep, idxs) in enumerate(group)
-            if _reads_channels(dep) and dep.target.module in stats.mean
+            if reads_channels(dep) and dep.target.module in stats.mean
         ]
         convs = _group_convs(group, macs, names)
         cost: dict[float, float] = {}
@@ -197,7 +156,7 @@ def scan(
                 hooks.append(mod.register_forward_pre_hook(hook))
             try:
                 with torch.no_grad():
-                    cost[r] = max(0.0, score(_forward(model, calibration)) - base)
+                    cost[r] = max(0.0, score(forward(model, calibration)) - base)
             finally:
                 for h in hooks:
                     h.remove()

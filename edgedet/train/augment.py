@@ -45,6 +45,26 @@ class AugmentConfig:
         return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
+def epoch_order(n: int, seed: int, epoch: int, repeat: np.ndarray | None = None) -> np.ndarray:
+    """The sample order of one epoch, shared by the trainer and the distiller: a permutation of
+    ``n`` indices from ``(seed, epoch)``; with ``repeat`` (per-sample factors), images holding
+    rare classes repeated."""
+    rng = np.random.Generator(np.random.PCG64([seed, epoch, 7]))
+    if repeat is None:
+        return rng.permutation(n)
+    # repeat factor r: floor(r) copies plus one more with probability frac(r)
+    base = np.floor(repeat).astype(np.int64)
+    extra = rng.random(n) < (repeat - base)
+    idx = np.repeat(np.arange(n), base + extra)
+    return rng.permutation(idx)
+
+
+def sample_rng(seed: int, epoch: int, pos: int) -> np.random.Generator:
+    """The generator of the sample at position ``pos`` of epoch ``epoch``: augmentation is a
+    function of (seed, epoch, position), so a resumed run sees the same batches."""
+    return np.random.Generator(np.random.PCG64([seed, epoch, pos, 11]))
+
+
 def resize_keep_ratio(
     img: np.ndarray, boxes: np.ndarray, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +237,44 @@ def mosaic4(
     boxes = np.concatenate(all_b).reshape(-1, 4).astype(np.float32)
     cls = np.concatenate(all_c).astype(np.int64)
     return random_affine(rng, canvas, boxes, cls, (s, s), cfg, interp)
+
+
+def random_zoom(img: np.ndarray, rng: np.random.Generator, pad: int = 114) -> np.ndarray:
+    """Zoom in (a random crop of 35-100% of each side) or out (the image on a canvas up to 2x
+    larger, ``pad`` grey), with equal odds. BGR uint8 HxWx3 in and out; no labels to move,
+    because the teacher labels the result."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.5:
+        ch, cw = (max(8, int(d * rng.uniform(0.35, 1.0))) for d in (h, w))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return img[y : y + ch, x : x + cw].copy()
+    f = rng.uniform(1.0, 2.0)
+    canvas = np.full((int(h * f), int(w * f), 3), pad, np.uint8)
+    y, x = (
+        int(rng.integers(0, canvas.shape[0] - h + 1)),
+        int(rng.integers(0, canvas.shape[1] - w + 1)),
+    )
+    canvas[y : y + h, x : x + w] = img
+    return canvas
+
+
+def mosaic_unlabelled(
+    imgs: Sequence[np.ndarray], rng: np.random.Generator, side: int = 640
+) -> np.ndarray:
+    """Distillation's mosaic (no labels to keep, so no padding and no box filtering; the
+    teacher labels the result), where `mosaic4` is the trainer's labelled one. Four BGR images in a ``side`` x ``side`` 2x2 grid around a random centre, each resized to
+    cover its cell and centre-cropped. More objects, at smaller scales, per training image."""
+    cy, cx = (int(side * rng.uniform(0.3, 0.7)) for _ in range(2))
+    out = np.empty((side, side, 3), np.uint8)
+    cells = [(0, cy, 0, cx), (0, cy, cx, side), (cy, side, 0, cx), (cy, side, cx, side)]
+    for img, (y0, y1, x0, x1) in zip(imgs, cells):
+        ch, cw = y1 - y0, x1 - x0
+        h, w = img.shape[:2]
+        s = max(ch / h, cw / w)
+        r = cv2.resize(img, (max(cw, round(w * s)), max(ch, round(h * s))))
+        oy, ox = (r.shape[0] - ch) // 2, (r.shape[1] - cw) // 2
+        out[y0:y1, x0:x1] = r[oy : oy + ch, ox : ox + cw]
+    return out
 
 
 def mixup(rng: np.random.Generator, a: Labelled, b: Labelled) -> Labelled:

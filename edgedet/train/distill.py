@@ -21,8 +21,9 @@ Layouts: ``edgedet`` (`EdgeDet.forward`'s per-level (box, cls) logits), ``yolox`
 
 Checkpoints (`Distiller.save`) hold the whole student module (a pruned model has no config that
 rebuilds it), the optimizer and scheduler, epoch, step and RNG states, and are written atomically
-with `edgedet.meta.atomic_write_bytes`; the per-epoch order and augmentation come from
-``(seed, epoch, position)``, so a resumed run ends with the same weights as an uninterrupted one.
+with `edgedet.fileio.atomic_write_bytes`; the per-epoch order and augmentation come from
+``(seed, epoch, position)`` (`augment.epoch_order` / `augment.sample_rng`, shared with the
+trainer), so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import io
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from .augment import epoch_order, mosaic_unlabelled, random_zoom, sample_rng
+
 ADAPTERS = ("edgedet", "yolox", "raw")
 LR_SCALES = ("absolute", "relative")
 AUGMENTS = ("flip", "strong")
@@ -102,7 +103,9 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"image folder {root} not found (expected a directory of images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from edgedet.data.images import IMAGE_SUFFIXES, find_images
+
+    files = find_images(root)
     if not files:
         raise DatasetError(
             f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)}); point --images at a "
@@ -142,7 +145,7 @@ def distill_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss between raw head outputs; returns (loss, parts for logging)."""
     if adapter == "raw":
-        from .prune import flatten_tensors
+        from .channels import flatten_tensors
 
         pairs = zip(flatten_tensors(student_out), flatten_tensors(teacher_out))
         loss = torch.stack([F.mse_loss(a.float(), b.float()) for a, b in pairs]).sum()
@@ -187,78 +190,6 @@ def adapter_for(model: nn.Module, family: str | None = None) -> str:
 
 
 # -- the loop ---------------------------------------------------------------------------------------
-
-
-def _sample_rng(seed: int, epoch: int, pos: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, pos])
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 1_000_003]).permutation(n)
-
-
-def random_zoom(img: np.ndarray, rng: np.random.Generator, pad: int = 114) -> np.ndarray:
-    """Zoom in (a random crop of 35-100% of each side) or out (the image on a canvas up to 2x
-    larger, ``pad`` grey), with equal odds. BGR uint8 HxWx3 in and out; no labels to move,
-    because the teacher labels the result."""
-    h, w = img.shape[:2]
-    if rng.random() < 0.5:
-        ch, cw = (max(8, int(d * rng.uniform(0.35, 1.0))) for d in (h, w))
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        return img[y : y + ch, x : x + cw].copy()
-    f = rng.uniform(1.0, 2.0)
-    canvas = np.full((int(h * f), int(w * f), 3), pad, np.uint8)
-    y, x = (
-        int(rng.integers(0, canvas.shape[0] - h + 1)),
-        int(rng.integers(0, canvas.shape[1] - w + 1)),
-    )
-    canvas[y : y + h, x : x + w] = img
-    return canvas
-
-
-def mosaic(imgs: Sequence[np.ndarray], rng: np.random.Generator, side: int = 640) -> np.ndarray:
-    """Four BGR images in a ``side`` x ``side`` 2x2 grid around a random centre, each resized to
-    cover its cell and centre-cropped. More objects, at smaller scales, per training image."""
-    cy, cx = (int(side * rng.uniform(0.3, 0.7)) for _ in range(2))
-    out = np.empty((side, side, 3), np.uint8)
-    cells = [(0, cy, 0, cx), (0, cy, cx, side), (cy, side, 0, cx), (cy, side, cx, side)]
-    for img, (y0, y1, x0, x1) in zip(imgs, cells):
-        ch, cw = y1 - y0, x1 - x0
-        h, w = img.shape[:2]
-        s = max(ch / h, cw / w)
-        r = cv2.resize(img, (max(cw, round(w * s)), max(ch, round(h * s))))
-        oy, ox = (r.shape[0] - ch) // 2, (r.shape[1] - cw) // 2
-        out[y0:y1, x0:x1] = r[oy : oy + ch, ox : ox + cw]
-    return out
-
-
-class _Bar:
-    """A one-line progress bar on stderr when it is a terminal; otherwise (logs, CI) a plain
-    line at every quarter of the epoch, so a long run in a log file still shows it is alive."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.t0 = total, desc, time.time()
-        self.on = sys.stderr.isatty()
-        self._quarter = 0
-
-    def update(self, n: int, extra: str = "") -> None:
-        if not self.on:
-            quarter = 4 * n // max(self.total, 1)
-            if quarter > self._quarter and n < self.total:
-                self._quarter = quarter
-                sys.stderr.write(
-                    f"{self.desc}: {n}/{self.total} batches, {time.time() - self.t0:.0f} s {extra}\n"
-                )
-                sys.stderr.flush()
-            return
-        frac = n / max(self.total, 1)
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        sys.stderr.write(f"\r{self.desc} [{bar}] {n}/{self.total} {extra}   ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")
 
 
 class Distiller:
@@ -421,16 +352,16 @@ class Distiller:
 
     # -- data
     def batch(self, epoch: int, index: int) -> torch.Tensor:
-        order = _epoch_order(len(self.images), self.cfg.seed, epoch)
+        order = epoch_order(len(self.images), self.cfg.seed, epoch)
         idx = order[index * self.cfg.batch : (index + 1) * self.cfg.batch]
         imgs = []
         for pos, i in enumerate(idx):
-            rng = _sample_rng(self.cfg.seed, epoch, index * self.cfg.batch + pos)
+            rng = sample_rng(self.cfg.seed, epoch, index * self.cfg.batch + pos)
             img = self._image(int(i))
             if self.cfg.augment == "strong":
                 if rng.random() < self.cfg.mosaic:
                     others = rng.integers(0, len(self.images), size=3)
-                    img = mosaic([img] + [self._image(int(j)) for j in others], rng)
+                    img = mosaic_unlabelled([img] + [self._image(int(j)) for j in others], rng)
                 else:
                     img = random_zoom(img, rng)
             if self.cfg.flip and rng.random() < 0.5:
@@ -470,17 +401,25 @@ class Distiller:
         return {"loss": float(loss.detach()), **parts}
 
     def fit(self, stop_after_steps: int | None = None) -> dict[str, Any]:
-        """Train to ``cfg.epochs``; ``stop_after_steps`` simulates an interruption (tests)."""
+        """Train to ``cfg.epochs``; ``stop_after_steps`` simulates an interruption (tests).
+        A progress bar per epoch on stderr (`edgedet.progress`)."""
+        from rich.console import Console
+
+        from edgedet.progress import progress_tasks
+
+        with progress_tasks(Console(stderr=True)) as task:
+            return self._fit(task, stop_after_steps)
+
+    def _fit(self, task: Any, stop_after_steps: int | None) -> dict[str, Any]:
         steps_done = 0
         nb = self.batches_per_epoch
         while self.epoch < self.cfg.epochs:
-            bar = _Bar(nb, f"distill {self.epoch + 1}/{self.cfg.epochs}")
+            bar = task(f"distill {self.epoch + 1}/{self.cfg.epochs}")
             sums: dict[str, float] = {}
             counted = 0
             t0 = time.time()
             while self.step_in_epoch < nb:
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
-                    bar.close()
                     return {"history": self.history, "interrupted": True}
                 parts = self.train_step(self.batch(self.epoch, self.step_in_epoch))
                 for k, v in parts.items():
@@ -489,10 +428,9 @@ class Distiller:
                 self.step_in_epoch += 1
                 self.global_step += 1
                 steps_done += 1
-                bar.update(self.step_in_epoch, f"loss {parts['loss']:.4f}")
+                bar(self.step_in_epoch, nb, f"loss {parts['loss']:.4f}")
                 if self.checkpoint and self.global_step % self.cfg.save_every == 0:
                     self.save()
-            bar.close()
             n = max(1, counted)
             summary = {"epoch": self.epoch + 1, **{k: v / n for k, v in sums.items()}}
             summary["seconds"] = time.time() - t0

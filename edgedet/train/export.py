@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from edgedet.errors import TrainingError
 from edgedet.meta import ModelMeta, write_onnx_meta
@@ -76,28 +78,25 @@ def export_onnx(
 
 
 def _set_version(meta: ModelMeta) -> ModelMeta:
-    try:
-        from importlib.metadata import version
+    from edgedet import __version__
 
-        v = version("edgedet")
-    except Exception:  # PackageNotFoundError when running from a source tree
-        v = ""
-    return meta.replace(edgedet_version=v)
+    return meta.replace(edgedet_version=__version__)
 
 
 def parity(
     wrapper: torch.nn.Module, onnx_path: str | Path, hw: tuple[int, int], batch: int = 2
 ) -> float:
-    """Max abs difference between torch and ONNX Runtime outputs on random input."""
-    import onnxruntime as ort
+    """Max abs difference between torch and ONNX Runtime outputs on random input (the session
+    opened through the runtime registry)."""
+    from edgedet.runtimes.registry import runtime_class
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    shape = sess.get_inputs()[0].shape
-    b = batch if not isinstance(shape[0], int) else shape[0]
-    x = torch.rand(b, 3, *hw, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = wrapper(x).numpy()
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with runtime_class("onnxruntime")(onnx_path) as rt:
+        spec = rt.inputs[0]
+        b = batch if spec.shape[0] is None else int(spec.shape[0])
+        x = torch.rand(b, 3, *hw, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ref = wrapper(x).numpy()
+        got = rt.infer({spec.name: x.numpy()})[rt.outputs[0].name]
     return float(np.abs(ref - got).max())
 
 
@@ -156,3 +155,38 @@ def evaluate_onnx(
         "protocol": proto.to_dict(),
         "report": res.to_dict(),
     }
+
+
+def export_module(
+    model: nn.Module,
+    example: Any,
+    out: str | Path,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int = 17,
+    meta: Any = None,
+) -> Path:
+    """``torch.onnx.export`` (TorchScript exporter) to ``out`` atomically, with ``meta`` (a
+    `ModelMeta`) written into the file when given."""
+    from edgedet.fileio import atomic_write_bytes
+    from edgedet.meta import write_onnx_meta
+
+    example_t = tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    in_names = list(input_names or getattr(model, "input_names", None) or ["images"])
+    out_names = list(output_names or getattr(model, "output_names", None) or ["output"])
+    model.eval()
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, example_t, str(raw), input_names=in_names, output_names=out_names,
+                opset_version=opset, dynamo=False,
+            )  # fmt: skip
+        if meta is not None:
+            write_onnx_meta(raw, out, meta)
+        else:
+            atomic_write_bytes(out, raw.read_bytes())
+    return out

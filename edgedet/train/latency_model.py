@@ -164,6 +164,10 @@ def fit_latency_model(
         static = Path(tmp) / "static.onnx"
         onnx.save(model, str(static))
 
+        # Profiling, not inference: ONNX Runtime's per-node profile and optimised graph need
+        # session options (enable_profiling, optimized_model_filepath) that the runtime class
+        # (`edgedet.runtimes.ort_runtime`) does not expose, so this is the one session opened
+        # outside runtimes/.
         def session(profile: bool) -> Any:
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads

@@ -17,29 +17,43 @@ What it does, for any torch detector (an `EdgeDet`, a model converted from ONNX 
 - ``stages`` prune -> recover steps: the target is reached in equal MAC steps, and a ``recover``
   callback (distillation or fine-tuning) runs after each.
 
-Measured, not assumed: `measure_latency` exports the model to ONNX and times it on ONNX Runtime
-(p50 of N runs, 2 threads by default); `prune_report` says when a pruning is not faster.
+Measured, not assumed: `prune_with_latency` exports the model to ONNX and times it on ONNX
+Runtime (`edgedet.benchmarks.latency.measure_network_latency`); `report.latency_verdict` says when
+a pruning is not faster. Graph walking, activation statistics and importance live in
+`channels.py`, the Markdown report in `report.py`, ONNX export in `export.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgedet.errors import InvalidInputError, TrainingError
 
-IMPORTANCES: tuple[str, ...] = ("activation", "l1", "l2", "bnscale", "taylor")
+from .channels import (
+    IMPORTANCES,
+    ActivationStats,
+    compensate_group,
+    conv_channels,
+    conv_cost_total,
+    count_macs_params,
+    flatten_tensors,
+    forward,
+    make_importance,
+    output_layers,
+    reads_channels,
+    relative_mse,
+    split_ops,
+    track_kept_outputs,
+)
+
 METRICS: tuple[str, ...] = ("macs", "params", "latency")
 
 
@@ -113,89 +127,6 @@ class PruneConfig:
         return asdict(self)
 
 
-# -- model inspection ------------------------------------------------------------------------------
-
-
-def flatten_tensors(out: Any) -> list[torch.Tensor]:
-    """Every tensor in a (nested) tuple / list / dict model output, in order."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in flatten_tensors(o)]
-    return []
-
-
-def _forward(model: nn.Module, example: Any) -> Any:
-    return model(*example) if isinstance(example, (tuple, list)) else model(example)
-
-
-def _walk_grad_fns(outputs: Iterable[torch.Tensor]) -> Iterable[Any]:
-    seen: set[int] = set()
-    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        yield fn
-        stack.extend(nf for nf, _ in fn.next_functions if nf is not None)
-
-
-def output_layers(model: nn.Module, example: Any) -> list[nn.Module]:
-    """The convolutions / linear layers whose outputs reach the model outputs without passing
-    through another such layer: the head's prediction layers. Pruning keeps them whole."""
-    producers: dict[int, nn.Module] = {}
-    hooks = []
-
-    def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            producers[id(out.grad_fn)] = mod
-
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(hook))
-    try:
-        with torch.enable_grad():
-            outs = flatten_tensors(_forward(model, example))
-    finally:
-        for h in hooks:
-            h.remove()
-    found: list[nn.Module] = []
-    seen: set[int] = set()
-    stack = [t.grad_fn for t in outs if t.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        mod = producers.get(id(fn))
-        if mod is not None:
-            if all(mod is not f for f in found):
-                found.append(mod)
-            continue
-        stack.extend(nf for nf, _ in fn.next_functions if nf is not None)
-    return found
-
-
-def split_ops(model: nn.Module, example: Any) -> list[str]:
-    """Autograd node names of split / chunk / unbind ops in the forward pass (patterns the
-    dependency graph follows poorly; `EdgeDet` has none by design)."""
-    with torch.enable_grad():
-        outs = flatten_tensors(_forward(model, example))
-    names = [type(fn).__name__ for fn in _walk_grad_fns(outs)]
-    return sorted(n for n in names if any(k in n for k in ("Split", "Chunk", "Unbind")))
-
-
-def count_macs_params(model: nn.Module, example: Any) -> tuple[int, int]:
-    import torch_pruning as tp
-
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
-
-
 def metric_value(
     model: nn.Module, example: Any, cfg: PruneConfig, counted: tuple[int, int] | None = None
 ) -> float:
@@ -203,170 +134,14 @@ def metric_value(
     estimated conv latency in MAC-equivalents (``counted``: `count_macs_params`' result, if
     already at hand)."""
     if cfg.metric == "latency":
-        from .allocate import conv_cost_total
-
         return conv_cost_total(model, example, cfg.element_rate)
     macs, params = counted or count_macs_params(model, example)
     return float(macs if cfg.metric == "macs" else params)
 
 
-def conv_channels(model: nn.Module) -> dict[str, int]:
-    """Output channels of every convolution, by module name."""
-    return {n: int(m.out_channels) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def _reads_channels(dep: Any) -> bool:
-    """True when ``dep`` prunes the input channels of a dense (groups=1) convolution."""
-    import torch_pruning as tp
-
-    mod = dep.target.module
-    return (
-        dep.handler == tp.prune_conv_in_channels and isinstance(mod, nn.Conv2d) and mod.groups == 1
-    )
-
-
-class ActivationStats:
-    """Per-channel mean and variance of the input of every dense convolution, over a
-    calibration batch ``(N, C, H, W)``. Kept in step with the model while a pruning step removes
-    input channels (`drop`), because one step can prune a convolution's inputs in several groups
-    (a concat of two branches)."""
-
-    def __init__(self) -> None:
-        self.mean: dict[nn.Module, torch.Tensor] = {}
-        self.var: dict[nn.Module, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def refresh(self, model: nn.Module, batch: Any) -> Any:
-        """Statistics of ``model`` on ``batch``; returns the model's outputs of that pass."""
-        self.mean.clear()
-        self.var.clear()
-
-        def hook(mod: nn.Module, inp: Any) -> None:
-            t = inp[0].float()
-            self.mean[mod] = t.mean((0, 2, 3))
-            self.var[mod] = t.var((0, 2, 3), unbiased=False)
-
-        hooks = [
-            m.register_forward_pre_hook(hook)
-            for m in model.modules()
-            if isinstance(m, nn.Conv2d) and m.groups == 1
-        ]
-        try:
-            return _forward(model, batch)
-        finally:
-            for h in hooks:
-                h.remove()
-
-    def drop(self, mod: nn.Module, idxs: Sequence[int]) -> None:
-        if mod not in self.mean:
-            return
-        gone = {int(i) for i in idxs}
-        keep = [i for i in range(self.mean[mod].numel()) if i not in gone]
-        self.mean[mod] = self.mean[mod][keep]
-        self.var[mod] = self.var[mod][keep]
-
-
-def _activation_importance(stats: ActivationStats) -> Any:
-    import torch_pruning as tp
-
-    class ActivationImportance(tp.importance.Importance):  # type: ignore[misc]
-        """Score of a channel = sum over the dense convolutions that read it of
-        Var(channel) * ||weights reading it||²: the expected squared change of their outputs
-        when the channel is replaced by its mean (which `compensate` then adds back)."""
-
-        @torch.no_grad()
-        def __call__(self, group: Any) -> torch.Tensor | None:
-            parts: list[tuple[torch.Tensor, list[int]]] = []
-            for i, (dep, idxs) in enumerate(group):
-                mod = dep.target.module
-                if _reads_channels(dep) and mod in stats.var:
-                    w = mod.weight.data[:, idxs]
-                    score = stats.var[mod][idxs] * (w.float() ** 2).sum((0, 2, 3))
-                    parts.append((score, list(group[i].root_idxs)))
-            if not parts:
-                return None  # nothing dense reads these channels: leave them
-            size = max(max(r) for _, r in parts) + 1
-            out = torch.zeros(size)
-            for score, roots in parts:
-                out.scatter_add_(0, torch.tensor(roots), score)
-            return out
-
-    return ActivationImportance()
-
-
-@torch.no_grad()
-def compensate_group(group: Any, stats: ActivationStats) -> None:
-    """Before ``group`` is pruned: fold each removed input channel's mean activation into the
-    bias of the dense convolutions reading it (exact for 1×1 convolutions; for k×k ones it
-    ignores the zero padding at the border)."""
-    for dep, idxs in group:
-        mod = dep.target.module
-        if not _reads_channels(dep) or mod not in stats.mean:
-            continue
-        shift = mod.weight.data[:, idxs].float().sum((2, 3)) @ stats.mean[mod][idxs]
-        if mod.bias is None:
-            mod.bias = nn.Parameter(torch.zeros(mod.out_channels, dtype=mod.weight.dtype))
-        mod.bias.data += shift.to(mod.bias.dtype)
-        stats.drop(mod, idxs)
-
-
-def _track_kept_outputs(
-    group: Any, names: dict[nn.Module, str], kept: dict[str, list[int]]
-) -> None:
-    """Before ``group`` is pruned: drop its removed output channels from ``kept[name]``: for
-    each position of a convolution's current outputs, the output channel of the model the map
-    started from (the unpruned one) it holds."""
-    import torch_pruning as tp
-
-    gone: dict[nn.Conv2d, set[int]] = {}
-    for dep, idxs in group:
-        mod = dep.target.module
-        if dep.handler == tp.prune_conv_out_channels and isinstance(mod, nn.Conv2d):
-            gone.setdefault(mod, set()).update(int(i) for i in idxs)
-    for conv, idx in gone.items():
-        name = names[conv]
-        cur = kept.get(name, list(range(conv.out_channels)))
-        kept[name] = [c for i, c in enumerate(cur) if i not in idx]
-
-
-def make_importance(name: str, stats: ActivationStats | None = None) -> Any:
-    import torch_pruning as tp
-
-    if name == "activation":
-        if stats is None:
-            raise InvalidInputError("activation importance needs calibration statistics")
-        return _activation_importance(stats)
-    if name == "l1":
-        return tp.importance.MagnitudeImportance(p=1)
-    if name == "l2":
-        return tp.importance.MagnitudeImportance(p=2)
-    if name == "bnscale":
-        return tp.importance.BNScaleImportance()
-    if name == "taylor":
-        return tp.importance.TaylorImportance()
-    raise InvalidInputError(f"importance must be one of {IMPORTANCES}, got {name!r}")
-
-
-def relative_mse(reference: Any) -> Callable[[Any], float]:
-    """Output distortion against ``reference`` outputs: per tensor, mean squared difference over
-    the reference's mean square, summed over tensors (0 = identical, ~1 = lost)."""
-    refs = [t.detach().float() for t in flatten_tensors(reference)]
-
-    def score(outputs: Any) -> float:
-        outs = flatten_tensors(outputs)
-        return float(
-            sum(
-                ((o.float() - r) ** 2).mean() / (r**2).mean().clamp_min(1e-12)
-                for o, r in zip(outs, refs)
-            )
-        )
-
-    return score
-
-
 def default_taylor_loss(model: nn.Module, example: Any) -> torch.Tensor:
     """Label-free loss for Taylor importance: mean squared output (sensitivity of the outputs)."""
-    outs = flatten_tensors(_forward(model, example))
+    outs = flatten_tensors(forward(model, example))
     return sum((o.float() ** 2).mean() for o in outs)  # type: ignore[return-value]
 
 
@@ -502,9 +277,9 @@ def prune(
                     compensate_group(group, stats)
                 else:
                     for dep, idxs in group:
-                        if _reads_channels(dep):
+                        if reads_channels(dep):
                             stats.drop(dep.target.module, idxs)
-                _track_kept_outputs(group, names, kept_total)
+                track_kept_outputs(group, names, kept_total)
                 group.prune()
             steps += 1
             cur = count_macs_params(model, example)
@@ -570,83 +345,7 @@ def prune(
     }
 
 
-# -- export and latency -----------------------------------------------------------------------------
-
-
-def export_module(
-    model: nn.Module,
-    example: Any,
-    out: str | Path,
-    *,
-    input_names: Sequence[str] | None = None,
-    output_names: Sequence[str] | None = None,
-    opset: int = 17,
-    meta: Any = None,
-) -> Path:
-    """``torch.onnx.export`` (TorchScript exporter) to ``out`` atomically, with ``meta`` (a
-    `ModelMeta`) written into the file when given."""
-    from edgedet.meta import atomic_write_bytes, write_onnx_meta
-
-    example_t = tuple(example) if isinstance(example, (tuple, list)) else (example,)
-    in_names = list(input_names or getattr(model, "input_names", None) or ["images"])
-    out_names = list(output_names or getattr(model, "output_names", None) or ["output"])
-    model.eval()
-    out = Path(out)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, example_t, str(raw), input_names=in_names, output_names=out_names,
-                opset_version=opset, dynamo=False,
-            )  # fmt: skip
-        if meta is not None:
-            write_onnx_meta(raw, out, meta)
-        else:
-            atomic_write_bytes(out, raw.read_bytes())
-    return out
-
-
-def measure_latency(
-    onnx_path: str | Path, *, iters: int = 50, warmup: int = 5, threads: int = 2
-) -> dict[str, float]:
-    """Inference latency of an ONNX model on ONNX Runtime CPU (random input), in ms."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        feeds[i.name] = np.random.default_rng(0).random(shape).astype(np.float32)
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return {
-        "p50_ms": statistics.median(times),
-        "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-        "mean_ms": statistics.fmean(times),
-        "iters": float(iters),
-        "threads": float(threads),
-    }
-
-
-def latency_verdict(before_ms: float, after_ms: float, min_speedup: float = 1.05) -> dict[str, Any]:
-    speedup = before_ms / after_ms if after_ms > 0 else float("nan")
-    faster = speedup >= min_speedup
-    note = (
-        f"{speedup:.2f}x faster on ONNX Runtime CPU"
-        if faster
-        else f"NOT faster on ONNX Runtime CPU ({speedup:.2f}x): fewer MACs did not buy speed here"
-    )
-    return {"speedup": speedup, "faster": faster, "note": note}
+# -- latency -----------------------------------------------------------------------------------------
 
 
 def prune_with_latency(
@@ -659,6 +358,11 @@ def prune_with_latency(
     **kw: Any,
 ) -> dict[str, Any]:
     """`prune`, with ONNX Runtime latency before and after added to the report."""
+    from edgedet.benchmarks.latency import measure_network_latency as measure_latency
+
+    from .export import export_module
+    from .report import latency_verdict
+
     with tempfile.TemporaryDirectory() as tmp:
         before = measure_latency(
             export_module(model, example, Path(tmp) / "a.onnx"), iters=iters, threads=threads
@@ -671,93 +375,6 @@ def prune_with_latency(
     report["latency_after"] = after
     report.update(latency_verdict(before["p50_ms"], after["p50_ms"]))
     return report
-
-
-def report_markdown(report: dict[str, Any], title: str = "Pruning report") -> str:
-    """A short human-readable summary of a `prune` report."""
-    lines = [
-        f"# {title}",
-        "",
-        "| | before | after | kept |",
-        "|---|---|---|---|",
-        f"| MACs | {report['macs_before'] / 1e6:.1f}M | {report['macs_after'] / 1e6:.1f}M "
-        f"| {report['macs_kept']:.1%} |",
-        f"| params | {report['params_before'] / 1e6:.3f}M | {report['params_after'] / 1e6:.3f}M "
-        f"| {report['params_kept']:.1%} |",
-    ]
-    if "latency_before" in report:
-        b, a = report["latency_before"]["p50_ms"], report["latency_after"]["p50_ms"]
-        lines.append(f"| p50 latency (ORT CPU) | {b:.2f} ms | {a:.2f} ms | {a / b:.1%} |")
-        lines += ["", report.get("note", "")]
-    fit = report.get("latency_model")
-    if "latency_estimate_kept" in report:
-        lines.append(
-            f"- estimated convolution latency kept: {report['latency_estimate_kept']:.1%}"
-            + (
-                f" (ONNX Runtime profile fit: {fit['per_mmac']:.4f} ms/MMAC + "
-                f"{fit['per_melement']:.4f} ms per million elements moved, R^2 {fit['r2']:.2f};"
-                f" MACs alone R^2 {fit['r2_macs_only']:.2f})"
-                if fit
-                else ""
-            )
-        )
-    for k in ("map_before", "map_after"):
-        if k in report:
-            lines.append(f"- {k}: {report[k]:.4f}")
-    before, after = report.get("eval_before"), report.get("eval_after")
-    if before and after:
-        lines += [
-            "",
-            "| | before | after | kept |",
-            "|---|---|---|---|",
-            f"| mAP50-95 | {before['map50_95']:.4f} | {after['map50_95']:.4f} "
-            f"| {after['map50_95'] / max(before['map50_95'], 1e-12):.1%} |",
-            f"| mAP50 | {before['map50']:.4f} | {after['map50']:.4f} "
-            f"| {after['map50'] / max(before['map50'], 1e-12):.1%} |",
-        ]
-    kept = map_kept_line(report)
-    if kept:
-        lines += ["", kept]
-    for rec in report.get("reconstruction", []):
-        rows = rec["layers"]
-        fitted = [r for r in rows if r["fitted"]]
-        if rows:
-            b = sum(r["before"] for r in rows) / len(rows)
-            a = sum(r["after"] for r in rows) / len(rows)
-            lines.append(
-                f"- stage {rec['stage']} least-squares reconstruction: {len(fitted)} of "
-                f"{len(rows)} convolutions refitted, mean relative output error {b:.4f} -> {a:.4f}"
-            )
-    lines += ["", "## Channels per convolution (before -> after)", ""]
-    for name, (b0, a0) in report["channels"].items():
-        if b0 != a0:
-            lines.append(f"- `{name}`: {b0} -> {a0}")
-    return "\n".join(lines) + "\n"
-
-
-def map_kept_line(report: dict[str, Any]) -> str:
-    """One markdown line: the share of float mAP50-95 kept with its 95% paired bootstrap
-    interval (``report["map_kept"]``, see `compress_command.evaluate_pair`), or why it is
-    missing, then the evaluation protocol both were scored with; empty without a validation
-    run."""
-    kept = report.get("map_kept")
-    if not kept:
-        return ""
-    proto = ""
-    if report.get("protocol"):
-        from edgedet.protocol import EvalProtocol
-
-        proto = f"\n- mAP protocol: {EvalProtocol.from_dict(report['protocol']).describe()}"
-    if kept.get("reason"):
-        return f"- share of float mAP50-95 kept: no interval ({kept['reason']}){proto}"
-    if kept.get("estimate") is None or kept.get("low") is None:
-        return f"- share of float mAP50-95 kept: undefined (float mAP is 0){proto}"
-    return (
-        f"- share of float mAP50-95 kept: {kept['estimate']:.1%} "
-        f"[{kept['low']:.1%}, {kept['high']:.1%}], 95% paired bootstrap over "
-        f"{kept['images']} validation images (an interval this wide is what they resolve)"
-        f"{proto}"
-    )
 
 
 def check_prunable(model: nn.Module, example: Any) -> None:

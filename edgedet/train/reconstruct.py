@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .prune import _forward
+from .channels import forward
 
 
 def _patches(conv: nn.Conv2d, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -215,13 +215,13 @@ def reconstruct(
     for xb in images.split(max(1, chunk)):
         hooks = [ref_mods[n].register_forward_hook(ref_hook(n)) for n in targets]
         try:
-            _forward(reference, xb)
+            forward(reference, xb)
         finally:
             for h in hooks:
                 h.remove()
         hooks = [m.register_forward_pre_hook(fit_hook(n)) for n, m in targets.items()]
         try:
-            _forward(model, xb)
+            forward(model, xb)
         finally:
             for h in hooks:
                 h.remove()

@@ -5,7 +5,7 @@ from a checkpoint with another class list), then per epoch: a deterministic orde
 when rare classes are named), augmented batches (`augment.Augmenter`; mosaic switched off for the
 last ``close_mosaic`` epochs), forward / loss / backward with AMP on CUDA, gradient accumulation
 and clipping, AdamW or SGD with warm-up then cosine, EMA of the weights; evaluation of the EMA
-model with `edgedet.metrics.evaluate` through the same preprocessing, decoder and NMS the exported
+model with `edgedet.eval.metrics.evaluate` through the same preprocessing, decoder and NMS the exported
 model gets; ``last.pt`` / ``best.pt`` written atomically (also every ``save_every`` optimizer
 steps, so a killed run loses little); ``results.csv`` and ``results.png``.
 
@@ -40,9 +40,10 @@ import torch
 from torch import nn
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
-from edgedet.meta import ModelMeta, atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
+from edgedet.meta import ModelMeta
 
-from .augment import AugmentConfig, Augmenter, resize_keep_ratio
+from .augment import AugmentConfig, Augmenter, epoch_order, resize_keep_ratio, sample_rng
 from .losses import DetectionLoss
 from .models.net import EdgeDet, ExportModel, ModelConfig
 
@@ -178,22 +179,6 @@ class TrainSet:
         return np.bincount(
             np.concatenate([c for c in self.cls] or [np.zeros(0, np.int64)]), minlength=nc
         )
-
-
-def epoch_order(n: int, seed: int, epoch: int, repeat: np.ndarray | None) -> np.ndarray:
-    """The sample order of one epoch: a permutation, with images holding rare classes repeated."""
-    rng = np.random.Generator(np.random.PCG64([seed, epoch, 7]))
-    if repeat is None:
-        return rng.permutation(n)
-    # repeat factor r: floor(r) copies plus one more with probability frac(r)
-    base = np.floor(repeat).astype(np.int64)
-    extra = rng.random(n) < (repeat - base)
-    idx = np.repeat(np.arange(n), base + extra)
-    return rng.permutation(idx)
-
-
-def sample_rng(seed: int, epoch: int, pos: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64([seed, epoch, pos, 11]))
 
 
 class _EpochData(torch.utils.data.Dataset):

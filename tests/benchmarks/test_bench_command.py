@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from edgedet.benchmarks import command
 from edgedet.benchmarks.command import add_bench_arguments, run_bench
 
 #: Keys every record must carry (issue 3).
@@ -35,7 +34,7 @@ def test_bench_end_to_end(models_dir: Path, datasets_dir: Path, tmp_path: Path) 
     from edgedet.benchmarks.runner import load_detections
 
     from edgedet.data import load_dataset
-    from edgedet.metrics import evaluate
+    from edgedet.eval.metrics import evaluate
 
     out = tmp_path / "bench"
     data = datasets_dir / "coco_tiny_val2017"
@@ -86,7 +85,7 @@ def test_bench_end_to_end(models_dir: Path, datasets_dir: Path, tmp_path: Path) 
     assert "static input of 416x416" in skipped["reason"]
     # Bootstrap: each record's interval holds its mAP; OpenVINO is compared with the first
     # configuration (ONNX Runtime) on the same resamples, as bootstrap_map computes it.
-    from edgedet.bootstrap import bootstrap_map
+    from edgedet.eval.bootstrap import bootstrap_map
 
     ort, ov = records[0], records[2]
     for rec in (ort, ov):
@@ -116,7 +115,9 @@ def _coco_names() -> tuple[str, ...]:
 
 
 def test_no_model_and_no_sample(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
-    monkeypatch.setattr(command, "sample_model_path", lambda: tmp_path / "sample_roads.onnx")
+    from edgedet import assets
+
+    monkeypatch.setattr(assets, "SAMPLE_MODEL", tmp_path / "sample_roads.onnx")
     assert _run("--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "embedded sample model is not installed" in err
@@ -158,7 +159,8 @@ def test_family_per_model_without_meta(models_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_no_arguments_runs_the_sample(tmp_path: Path) -> None:
-    sample = command.sample_model_path()
+    from edgedet.assets import SAMPLE_MODEL as sample
+
     if not sample.is_file():
         pytest.skip(f"the sample model is not built yet ({sample})")
     out = tmp_path / "bench"

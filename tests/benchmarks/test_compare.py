@@ -93,10 +93,10 @@ def test_paired_interval_of_the_map_difference_from_saved_detections(tmp_path: P
     from edgedet.benchmarks.compare import difference_rows
     from edgedet.benchmarks.runner import _detections_to_json
 
-    from edgedet.bootstrap import bootstrap_map
     from edgedet.data import load_dataset
     from edgedet.data.synthetic import sample_validation_set
     from edgedet.detections import Detections
+    from edgedet.eval.bootstrap import bootstrap_map
 
     data = sample_validation_set(tmp_path / "val", n=30)
     ds = load_dataset(data)
@@ -116,7 +116,7 @@ def test_paired_interval_of_the_map_difference_from_saved_detections(tmp_path: P
     for name, dets in runs.items():
         f = tmp_path / f"{name}.json"
         f.write_text(json.dumps(_detections_to_json(dets)))
-        from edgedet.metrics import evaluate
+        from edgedet.eval.metrics import evaluate
 
         rec = make_record(map50_95=evaluate(ds, dets, ds.class_names).map50_95)
         rec.update(

@@ -164,3 +164,42 @@ def test_val_names_reach_every_accuracy_step(
     )
     report = json.loads((tmp_path / "b.calibration.json").read_text())
     assert report["budget_met"] is True and "map50_95" in report["accuracy"]["int8"]
+
+
+def test_calibrate_from_python_returns_a_typed_result(
+    tiny_model: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    """The pipeline without the command line: the same files, a typed result, nothing printed."""
+    from edgedet.calibration.pipeline import CalibrateConfig, CalibrationResult, calibrate
+
+    cfg = CalibrateConfig(
+        model=tiny_model, images=str(image_dir), num=6, method="minmax",
+        out=str(tmp_path / "q.onnx"), no_latency=True,
+    )  # fmt: skip
+    res = calibrate(cfg)
+    assert isinstance(res, CalibrationResult)
+    assert res.path == tmp_path / "q.onnx" and res.budget_met is True
+    assert res.report_json == tmp_path / "q.calibration.json"
+    assert json.loads(res.report_json.read_text())["images"]["count"] == 6
+    assert res.report["images"]["count"] == 6 and res.report_md.is_file()
+    assert cfg.val is None  # the caller's config is not changed
+
+
+def test_calibrate_flags_are_the_config_fields() -> None:
+    """Every flag maps onto a CalibrateConfig field with the same default, and back."""
+    from dataclasses import fields
+
+    from edgedet.calibration.command import config_from_args
+    from edgedet.calibration.pipeline import CalibrateConfig
+
+    args = _parse("m.onnx")
+    cfg = config_from_args(args)
+    defaults = CalibrateConfig(model="m.onnx")
+    for f in fields(CalibrateConfig):
+        assert getattr(cfg, f.name) == getattr(defaults, f.name), f.name
+    cfg = config_from_args(_parse("sweep", "m.onnx", "--no-per-channel", "--exclude", "A",
+                                  "--exclude", "B", "--num", "7", "--eval-iou", "0.5"))  # fmt: skip
+    assert cfg.model == "m.onnx" and cfg.no_per_channel and cfg.exclude == ["A", "B"]
+    assert cfg.num == 7 and cfg.eval_iou == 0.5
+    with pytest.raises(SystemExit):
+        _parse("m.onnx", "--images", "a", "--data", "b")  # one source or the other

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from edgedet.calibration.evaluate import Score, drop_interval
 
-from edgedet.bootstrap import bootstrap_map
 from edgedet.data import Annotation, DetectionDataset, Sample
 from edgedet.detections import Detections
-from edgedet.metrics import evaluate
+from edgedet.eval.bootstrap import bootstrap_map
+from edgedet.eval.metrics import evaluate
 
 pytest.importorskip("pycocotools")
 

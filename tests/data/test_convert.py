@@ -82,7 +82,7 @@ def test_failed_conversion_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     import cv2
     import numpy as np
 
-    from edgedet.data import Annotation, Sample, writers
+    from edgedet.data import Annotation, Sample, coco
 
     src = tmp_path / "src"
     src.mkdir()
@@ -93,7 +93,7 @@ def test_failed_conversion_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     def vanished(a: Path, b: Path) -> None:
         raise FileNotFoundError(a)
 
-    monkeypatch.setattr(writers, "_place", vanished)
+    monkeypatch.setattr(coco, "place_image", vanished)  # the COCO writer places each image
     with pytest.raises(FileNotFoundError):
         convert_dataset(ds, tmp_path / "out", "coco")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -11,24 +11,18 @@ import torch
 from torch import nn
 
 from edgedet.errors import InvalidInputError
-from edgedet.train.allocate import (
-    allocate,
+from edgedet.train.allocate import allocate, saved_cost, saved_macs, scan
+from edgedet.train.channels import (
+    ActivationStats,
+    activation_importance,
+    compensate_group,
     conv_cost_total,
     conv_costs,
     conv_macs,
-    saved_cost,
-    saved_macs,
-    scan,
-)
-from edgedet.train.prune import (
-    ActivationStats,
-    PruneConfig,
-    _activation_importance,
-    compensate_group,
     count_macs_params,
-    prune,
     relative_mse,
 )
+from edgedet.train.prune import PruneConfig, prune
 
 X = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
@@ -70,7 +64,7 @@ def test_simulated_cut_equals_the_real_pruning() -> None:
     stats.refresh(real, X)
     graph = tp.DependencyGraph().build_dependency(real, example_inputs=example)
     group = graph.get_pruning_group(real.mix, tp.prune_conv_out_channels, idxs=list(range(8)))
-    order = torch.argsort(_activation_importance(stats)(group)).tolist()
+    order = torch.argsort(activation_importance(stats)(group)).tolist()
     cut = graph.get_pruning_group(real.mix, tp.prune_conv_out_channels, idxs=order[:2])
     compensate_group(cut, stats)
     cut.prune()

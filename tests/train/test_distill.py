@@ -13,14 +13,9 @@ import torch
 
 from edgedet.errors import DatasetError, InvalidInputError, TrainingError
 from edgedet.preprocess import Preprocessor
-from edgedet.train.distill import (
-    DistillConfig,
-    Distiller,
-    distill_loss,
-    list_images,
-    mosaic,
-    random_zoom,
-)
+from edgedet.train.augment import mosaic_unlabelled as mosaic
+from edgedet.train.augment import random_zoom
+from edgedet.train.distill import DistillConfig, Distiller, distill_loss, list_images
 from edgedet.train.models.net import EdgeDet, build_model
 from edgedet.train.prune import PruneConfig, prune
 from edgedet.train.trainer import sample_meta

@@ -13,20 +13,11 @@ import torch
 from torch import nn
 
 from edgedet.errors import InvalidInputError, TrainingError
+from edgedet.train.channels import count_macs_params, flatten_tensors, output_layers, split_ops
+from edgedet.train.export import export_module
 from edgedet.train.models.net import EdgeDet, build_model
-from edgedet.train.prune import (
-    PruneConfig,
-    check_prunable,
-    count_macs_params,
-    export_module,
-    flatten_tensors,
-    latency_verdict,
-    output_layers,
-    prune,
-    prune_with_latency,
-    report_markdown,
-    split_ops,
-)
+from edgedet.train.prune import PruneConfig, check_prunable, prune, prune_with_latency
+from edgedet.train.report import latency_verdict, report_markdown
 
 X = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -266,8 +257,8 @@ def test_evaluate_pair_on_a_real_detector(
     import onnx
     from onnx import numpy_helper
 
-    from edgedet.train.compress_command import evaluate_pair
-    from edgedet.train.prune import map_kept_line
+    from edgedet.train.compress import evaluate_pair
+    from edgedet.train.report import map_kept_line
 
     yolox = models_dir / "yolox_nano_416.onnx"
     model = onnx.load(str(yolox))
@@ -292,7 +283,7 @@ def test_evaluate_pair_on_a_real_detector(
 
 
 def test_map_kept_line() -> None:
-    from edgedet.train.prune import map_kept_line
+    from edgedet.train.report import map_kept_line
 
     assert map_kept_line({}) == ""
     kept = {"estimate": 0.66, "low": 0.561, "high": 0.727, "images": 80}
@@ -332,3 +323,27 @@ def test_prune_command_with_a_latency_target(
     with pytest.raises(InvalidInputError, match="a latency target; resume it with the same"):
         run_prune(p.parse_args([*macs_argv, "--resume"]))
     assert state["reference_value"] > 0
+
+
+def test_prune_model_from_python_returns_a_typed_result(tmp_path: Path) -> None:
+    """The pipeline without the command line: a PruneJob in, a CompressionResult out, the same
+    files the command writes, and the flags' defaults are the job's defaults."""
+    import argparse
+    import json
+
+    from edgedet.configflags import from_args
+    from edgedet.train.compress import CompressionResult, PruneJob, prune_model
+    from edgedet.train.compress_command import add_prune_arguments
+
+    job = PruneJob(model=str(_cli_ckpt(tmp_path)), images=str(_cli_images(tmp_path)),
+                   out=str(tmp_path / "py.onnx"), target_macs=0.7, latency_iters=3)  # fmt: skip
+    lines: list[str] = []
+    res = prune_model(job, log=lines.append)
+    assert isinstance(res, CompressionResult) and res.onnx == tmp_path / "py.onnx"
+    assert res.pt == tmp_path / "py.pt" and res.pt.is_file() and res.report_md.is_file()
+    assert json.loads(res.report_json.read_text())["macs_after"] == res.report["macs_after"]
+    assert res.report["macs_kept"] <= 0.7 and any("stage 1/1" in s for s in lines)
+    p = argparse.ArgumentParser()
+    add_prune_arguments(p)
+    parsed = from_args(PruneJob, p.parse_args([job.model, "--images", job.images, "--out", job.out]))
+    assert parsed == PruneJob(model=job.model, images=job.images, out=job.out)

@@ -235,7 +235,8 @@ def test_yolox_export_agrees_on_ort_and_openvino(
 def test_run_qat_command(images: Path, tmp_path: Path) -> None:
     import argparse
 
-    from edgedet.train.compress_command import Source, add_qat_arguments, run_qat, save_module
+    from edgedet.train.compress import Source, save_module
+    from edgedet.train.compress_command import add_qat_arguments, run_qat
 
     teacher = _teacher()
     meta = sample_meta(["a", "b"], SIZE, teacher.strides)

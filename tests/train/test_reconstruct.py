@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgedet.train.prune import PruneConfig, count_macs_params, prune
+from edgedet.train.channels import count_macs_params
+from edgedet.train.prune import PruneConfig, prune
 from edgedet.train.reconstruct import reconstruct
 
 

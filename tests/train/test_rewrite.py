@@ -14,8 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgedet.train.channels import split_ops
 from edgedet.train.onnx_import import convert_onnx
-from edgedet.train.prune import PruneConfig, check_prunable, prune, split_ops
+from edgedet.train.prune import PruneConfig, check_prunable, prune
 from edgedet.train.rewrite import split_convs
 
 

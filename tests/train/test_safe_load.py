@@ -81,7 +81,7 @@ def _images(d: Path) -> Path:
 
 
 def _good_module(path: Path) -> Path:
-    from edgedet.train.compress_command import Source, save_module
+    from edgedet.train.compress import Source, save_module
     from edgedet.train.models.net import build_model
     from edgedet.train.trainer import sample_meta
 
@@ -143,7 +143,7 @@ def test_edgedet_module_files_round_trip(tmp_path: Path) -> None:
     """The module files prune / distill / qat write (an EdgeDet, and an ONNX model converted by
     edgedet) load back through the weights-only loader with the same outputs."""
     from edgedet.assets import sample_model_path
-    from edgedet.train.compress_command import load_source, save_module
+    from edgedet.train.compress import load_source, save_module
 
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     edge = load_source(_good_module(tmp_path / "edge.pt"))

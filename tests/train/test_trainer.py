@@ -137,8 +137,9 @@ def test_pruned_model_fine_tunes_with_labels_and_resumes(
     # recovery), its checkpoints carry the pruned architecture, and a kill + resume is exact.
     import io
 
-    from edgedet.meta import atomic_write_bytes
-    from edgedet.train.prune import PruneConfig, conv_channels, prune
+    from edgedet.fileio import atomic_write_bytes
+    from edgedet.train.channels import conv_channels
+    from edgedet.train.prune import PruneConfig, prune
     from edgedet.train.trainer import model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(full_run / "best.pt"))

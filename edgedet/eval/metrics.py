@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .data.classmap import ClassMap, map_classes
-from .data.dataset import ANY_CLASS, Annotation, DetectionDataset
-from .data.writers import coco_category_ids, coco_gt_dict
-from .detections import Detections
-from .errors import InvalidInputError, missing_extra
-from .hints import arg
+from ..boxes import box_ioa, box_iou
+from ..data.classmap import ClassMap, map_classes
+from ..data.coco import coco_category_ids, coco_gt_dict
+from ..data.dataset import ANY_CLASS, Annotation, DetectionDataset
+from ..detections import Detections
+from ..errors import InvalidInputError, missing_extra
+from ..hints import arg
 
 DEFAULT_SAFETY_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "motorcycle", "car", "bus", "truck", "traffic light", "stop sign",
@@ -204,7 +205,7 @@ def coco_bbox_eval(
 ) -> Any:
     """The backend's COCOeval for boxes over ``gt`` and ``results``, after its per-image
     ``evaluate()`` (call ``accumulate()`` / ``summarize()`` next). ``all_areas_only`` matches
-    only the "all" area range (what `edgedet.bootstrap` needs; a quarter of the work)."""
+    only the "all" area range (what `edgedet.eval.bootstrap` needs; a quarter of the work)."""
     coco_cls, eval_cls = _coco_api(backend)
     # Both libraries print progress to stdout; errors still raise.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -252,25 +253,6 @@ def _class_ap(precision: np.ndarray, k: int, iou_index: int | None) -> float | N
 # -- precision / recall at the deployment threshold --------------------------------------------
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _ioa(det: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Intersection over the detection's area (COCO's overlap with a crowd region)."""
-    lt = np.maximum(det[:, None, :2], region[None, :, :2])
-    rb = np.minimum(det[:, None, 2:], region[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = np.prod(np.clip(det[:, 2:] - det[:, :2], 0, None), axis=1)[:, None]
-    return np.where(area > 0, inter / np.where(area > 0, area, 1), 0.0)
-
-
 def match_at_threshold(
     det_xyxy: np.ndarray,
     det_scores: np.ndarray,
@@ -288,8 +270,8 @@ def match_at_threshold(
     det = np.asarray(det_xyxy, np.float64)[order]
     gt = np.asarray(gt_xyxy, np.float64).reshape(-1, 4)
     ign = np.asarray(ignore_xyxy, np.float64).reshape(-1, 4)
-    iou = _iou(det, gt) if len(gt) and len(det) else np.zeros((len(det), len(gt)))
-    ioa = _ioa(det, ign) if len(ign) and len(det) else np.zeros((len(det), 0))
+    iou = box_iou(det, gt, dtype=np.float64) if len(gt) and len(det) else np.zeros((len(det), len(gt)))
+    ioa = box_ioa(det, ign, dtype=np.float64) if len(ign) and len(det) else np.zeros((len(det), 0))
     matched = np.zeros(len(gt), bool)
     tp = fp = 0
     for d in range(len(det)):
@@ -403,7 +385,7 @@ def coco_inputs(
     unmapped_ground_truth: str = "drop",
 ) -> CocoInputs:
     """Check predictions and build the COCO ground truth and results `evaluate` scores (same
-    arguments as `evaluate`); shared with `edgedet.bootstrap`, so both score the same thing."""
+    arguments as `evaluate`); shared with `edgedet.eval.bootstrap`, so both score the same thing."""
     if unmapped_ground_truth not in ("drop", "ignore"):
         raise InvalidInputError(
             f"unmapped_ground_truth must be 'drop' or 'ignore', got {unmapped_ground_truth!r}"

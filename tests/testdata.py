@@ -1,4 +1,4 @@
-"""Where the shared test material lives (tests and benchmarks read it through this one setting).
+"""Where the shared test material lives (the tests read it through this one setting).
 
 ``EDGEDET_TESTDATA`` points at a folder laid out like ``../shared/testdata`` (``models/``,
 ``datasets/``); by default ``../shared/testdata`` beside the repository. This material is public

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from .data.classmap import ClassMap
-from .data.dataset import DetectionDataset
-from .detections import Detections
-from .errors import InvalidInputError
+from ..data.classmap import ClassMap
+from ..data.dataset import DetectionDataset
+from ..detections import Detections
+from ..errors import InvalidInputError
 from .metrics import coco_inputs
 
 DEFAULT_RESAMPLES = 1000
@@ -246,7 +246,7 @@ def bootstrap_map(
 
     Args:
         dataset: the labelled images.
-        predictions: ``{model name: {image_id: Detections}}``, each as for `edgedet.metrics.
+        predictions: ``{model name: {image_id: Detections}}``, each as for `edgedet.eval.metrics.
             evaluate` (original pixels, class ids indexing ``model_class_names``; run at score
             0.001). All models share ``model_class_names``.
         reference: the model differences and ratios are taken against (default: the first).
