@@ -263,7 +263,7 @@ def finish(report: Any, path: str | None) -> int:
     text = json.dumps(report.to_dict(), indent=2)
     print(text)
     if path:
-        from ..meta import atomic_write_bytes
+        from ..fileio import atomic_write_bytes
 
         atomic_write_bytes(path, (text + "\n").encode())
     if report.published == 0:
