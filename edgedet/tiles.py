@@ -127,6 +127,11 @@ def plan_tiles(image_hw: tuple[int, int], spec: TileSpec) -> list[View]:
     ov = float(spec.overlap)
     if spec.grid is not None:
         cols, rows = spec.grid
+        if cols == rows == 1:
+            raise InvalidInputError(
+                f"tiles 1x1 on a {w}x{h} image: one tile is the whole image, nothing to tile; "
+                "use a grid such as 2x2 (or no tiles)"
+            )
         # side such that `count` tiles overlapping by `ov` of a side cover the length exactly
         tw = math.ceil(w / (cols - (cols - 1) * ov))
         th = math.ceil(h / (rows - (rows - 1) * ov))

@@ -71,6 +71,8 @@ def test_tiles_larger_than_the_image_are_refused() -> None:
         plan_tiles((375, 1242), parse_tiles("2000px"))
     with pytest.raises(InvalidInputError, match=r"tiles 8x8 on a 120x100 image .* smaller than 32 px"):
         plan_tiles((100, 120), parse_tiles("8x8"))
+    with pytest.raises(InvalidInputError, match="one tile is the whole image, nothing to tile"):
+        plan_tiles((100, 120), parse_tiles("1x1"))
 
 
 @pytest.mark.parametrize("text", ["2x", "abc", "0x2", "2x2x2", "px"])
@@ -200,3 +202,19 @@ def test_predict_batch_and_scoring_go_through_the_wrapper(batched_path: Path) ->
     out = tiled.predict_batch(frames, batch_size=2)
     assert len(out) == 3 and all(isinstance(d, Detections) for d in out)
     assert tiled.describe()["tiles"]["batched"] is True
+
+
+def test_views_are_cut_into_calls_of_the_engine_profile_max_batch(
+    batched_path: Path, scene: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    det = edgedet.load(batched_path)
+    whole = TiledDetector(det, "2x2")(scene[0])
+    # a dynamic-batch TensorRT engine reports the largest batch its profile takes
+    monkeypatch.setattr(det.runtime, "max_batch", 2, raising=False)
+    tiled = TiledDetector(det, "2x2")
+    calls: list[int] = []
+    real_infer = det.infer
+    monkeypatch.setattr(det, "infer", lambda f: calls.append(next(iter(f.values())).shape[0]) or real_infer(f))
+    out = tiled(scene[0])
+    assert calls == [2, 2, 1]
+    np.testing.assert_allclose(out.xyxy, whole.xyxy, atol=1e-3)
