@@ -251,9 +251,22 @@ class Ensemble(WrappedDetector):
         if len(images) == 0:
             raise InvalidInputError("no images to preprocess")
         bgr = [as_bgr_image(im) for im in images]
+        fixed = [getattr(m, "fixed_batch", None) for m in self.members]
+        if any(isinstance(f, int) and f != len(bgr) for f in fixed):
+            raise InvalidInputError(
+                f"ensemble members take fixed batches {fixed}; preprocess {len(bgr)} image(s) "
+                "per call only where every member takes that many (predict_batch does so)"
+            )
         done = [m.preprocess(bgr) for m in self.members]
         hws = [(int(b.shape[0]), int(b.shape[1])) for b in bgr]
         return [f for f, _ in done], _EnsembleMeta([m for _, m in done], hws)
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None
+    ) -> list[Detections]:
+        """As `WrappedDetector.predict_batch`; one image per call when a member has a fixed batch."""
+        fixed = any(isinstance(getattr(m, "fixed_batch", None), int) for m in self.members)
+        return super().predict_batch(images, 1 if fixed else batch_size)
 
     def infer(self, feeds: list[Any]) -> list[Any]:
         """Each member's runtime call(s), one member after the other."""

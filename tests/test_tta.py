@@ -106,6 +106,10 @@ def test_an_ensemble_of_one_model_on_two_runtimes_is_that_model(image: np.ndarra
     np.testing.assert_allclose(out.xyxy, single.xyxy[order], atol=0.05)
     np.testing.assert_allclose(out.scores, single.scores[order], atol=1e-3)
     assert ens.describe()["ensemble"]["members"][1]["runtime"] == "openvino"
+    # fixed batch-1 members: several images go one per call
+    assert len(ens.predict_batch([image, image[:, ::-1].copy()], batch_size=2)) == 2
+    with pytest.raises(InvalidInputError, match="fixed batches"):
+        ens.preprocess([image, image])
     ens.close()
 
 
