@@ -28,11 +28,17 @@ Merging (`merge_tiles`), in the original frame's pixels:
    of the same class from another view (intersection over the smaller box >= 0.3) are joined into
    their union, with the higher score;
 3. what remains goes through the wrapped detector's NMS kind and IoU threshold (class-aware by
-   default), or through weighted box fusion (``merge="wbf"``, `edgedet.fusion`), and is cut to
-   its ``max_detections``.
+   default), or through weighted box fusion (``merge="wbf"``, `edgedet.fusion`, always per
+   class), and is cut to its ``max_detections``;
+4. with ``merge="ios"``, after that NMS, a box of the same class from another view that lies
+   mostly inside a higher-scored one (intersection over the smaller box >= `IOS_THRESHOLD`) is
+   dropped too, as SAHI's greedy merge does: a tile's tight box and the full frame's loose box of
+   one object often overlap by less than the NMS IoU. Fewer duplicates, at the price of an
+   occasional object hidden behind another of its class (docs/tiles.md has both measured).
 
-Step 1 and 2 are written here (numpy) because no box library knows which edges of a box were cut
-by a tile; step 3 uses edgedet's NMS (`edgedet.boxes.nms`) or ensemble-boxes.
+Steps 1, 2 and 4 are written here (numpy) because no box library knows which edges of a box were
+cut by a tile or which view a box came from; step 3 uses edgedet's NMS (`edgedet.boxes.nms`) or
+ensemble-boxes.
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ from .errors import InvalidInputError
 from .views import MultiViewDetector, View
 
 #: Tile merges `merge_tiles` offers.
-TILE_MERGES = ("nms", "wbf")
+TILE_MERGES = ("nms", "ios", "wbf")
 #: Smallest tile side a grid may make, in pixels.
 MIN_TILE = 32
+#: ``merge="ios"``: intersection over the smaller box above which another view's box is dropped.
+IOS_THRESHOLD = 0.6
 
 
 @dataclass(frozen=True)
@@ -259,7 +267,31 @@ def merge_tiles(
             max_detections=max_detections,
         )
     idx = nms(xyxy, scores, iou_threshold, cls if class_aware else None, max_det=max_detections)
+    if merge == "ios":
+        idx = idx[_cross_view_ios(xyxy[idx], scores[idx], cls[idx], src[idx], IOS_THRESHOLD)]
     return Detections(xyxy[idx], scores[idx], cls[idx])
+
+
+def _cross_view_ios(
+    xyxy: np.ndarray, scores: np.ndarray, cls: np.ndarray, src: np.ndarray, threshold: float
+) -> np.ndarray:
+    """bool (N,): kept after dropping, class by class in score order, each box of another view
+    whose intersection with a kept box is >= ``threshold`` of the smaller one's area."""
+    keep = np.ones(len(xyxy), bool)
+    areas = np.maximum(box_area(xyxy), 1e-6)
+    for c in np.unique(cls):
+        idx = np.flatnonzero(cls == c)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        for k, a in enumerate(idx):
+            if not keep[a]:
+                continue
+            rest = idx[k + 1 :]
+            rest = rest[keep[rest] & (src[rest] != src[a])]
+            if len(rest):
+                inter = _intersection(xyxy[a : a + 1], xyxy[rest])[0]
+                ios = inter / np.minimum(areas[a], areas[rest])
+                keep[rest[ios >= threshold]] = False
+    return keep
 
 
 class TiledDetector(MultiViewDetector):
@@ -270,7 +302,8 @@ class TiledDetector(MultiViewDetector):
         tiles: a `TileSpec` or its string (``"2x2"``, ``"640px"``; see `parse_tiles`).
         overlap: fraction of a tile side shared with its neighbour (when ``tiles`` is a string).
         full_frame: also run the whole frame (objects larger than a tile stay whole).
-        merge: ``"nms"`` (the detector's NMS kind and IoU threshold) or ``"wbf"`` (weighted box
+        merge: ``"nms"`` (the detector's NMS kind and IoU threshold), ``"ios"`` (that NMS, then
+            other views' boxes mostly inside a kept one dropped) or ``"wbf"`` (weighted box
             fusion, needs the ``ensemble`` extra).
         batch: None: one batched runtime call per frame when the model takes a batch (dynamic
             batch axis), else one call per view with a warning, once; False: always one by one.

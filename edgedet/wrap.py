@@ -218,9 +218,11 @@ def add_view_arguments(p: argparse.ArgumentParser, *, sweep: bool = False) -> No
     )
     g.add_argument(
         "--tile-merge",
-        choices=["nms", "wbf"],
+        choices=["nms", "ios", "wbf"],
         default="nms",
-        help="how tiles' boxes are merged after cut boxes are resolved (default nms)",
+        help="how tiles' boxes are merged after cut boxes are resolved: nms (default); ios: nms, "
+        "then another view's box mostly inside a kept one of its class dropped (fewer "
+        "duplicates); wbf: weighted box fusion",
     )
     g.add_argument(
         "--views-one-by-one",

@@ -136,6 +136,21 @@ def test_boxes_at_the_image_border_are_not_cut_and_classes_stay_apart() -> None:
     assert sorted(out.class_ids.tolist()) == [0, 0, 1]
 
 
+def test_ios_merge_drops_another_views_loose_duplicate_but_nms_keeps_it() -> None:
+    hw = (100, 200)
+    tile = View((0, 0, 120, 100), hw)
+    full = View((0, 0, 200, 100), hw)
+    # the tile's tight box lies inside the full frame's loose box of the same object (IoU 0.4)
+    per_view = [_det([[20, 20, 60, 60]], [0.9]), _det([[10, 10, 80, 70]], [0.5])]
+    views = [tile, full]
+    assert len(merge_tiles(per_view, views, iou_threshold=0.45, max_detections=10)) == 2
+    out = merge_tiles(per_view, views, iou_threshold=0.45, max_detections=10, merge="ios")
+    assert len(out) == 1 and out.scores[0] == pytest.approx(0.9)
+    # two boxes of one view are left to NMS: neither is dropped by "ios"
+    same_view = [_det([[20, 20, 60, 60], [10, 10, 80, 70]], [0.9, 0.5]), _det([], [])]
+    assert len(merge_tiles(same_view, views, iou_threshold=0.45, max_detections=10, merge="ios")) == 2
+
+
 # -- the wrapper on the real sample model ------------------------------------------------------
 
 
