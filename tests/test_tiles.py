@@ -233,3 +233,25 @@ def test_views_are_cut_into_calls_of_the_engine_profile_max_batch(
     out = tiled(scene[0])
     assert calls == [2, 2, 1]
     np.testing.assert_allclose(out.xyxy, whole.xyxy, atol=1e-3)
+
+
+@pytest.mark.testdata
+def test_a_model_without_a_batch_axis_runs_tiles_one_by_one_and_says_why_once(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from edgedet.wrap import ViewSettings, load_wrapped
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # NanoDet's export folds the batch into rows: outputs [1600, 80] with no batch axis
+    det = load_wrapped(models_dir / "nanodet_m_320.onnx", ViewSettings(tiles="2x2"), family="nanodet")
+    assert isinstance(det, TiledDetector) and not det.batched
+    frame = np.full((360, 640, 3), 90, np.uint8)
+    with caplog.at_level(logging.WARNING, logger="edgedet"):
+        det(frame)
+        det(frame)
+    said = [r.getMessage() for r in caplog.records if "one by one" in r.getMessage()]
+    assert len(said) == 1 and "no leading batch axis" in said[0]
+    assert not list(tmp_path.rglob("*.onnx"))  # no copy was written
