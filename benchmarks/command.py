@@ -172,6 +172,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     from edgedet.protocol import add_protocol_arguments
 
     add_protocol_arguments(parser)
+    from edgedet.wrap import add_view_arguments
+
+    add_view_arguments(parser, sweep=True)
     m = parser.add_argument_group("method")
     m.add_argument("--warmup", type=int, default=10, help="untimed warm-up iterations (default 10)")
     m.add_argument(
@@ -331,6 +334,15 @@ def _configs(args: argparse.Namespace) -> list[Any]:
         "throughput_requests": args.requests,
         "cpus": [int(c) for c in args.cpus.split(",")] if args.cpus else None,
         "cross_check": args.cross_check,
+        "tiles": args.tiles or [None],
+        "tile_overlap": args.tile_overlap,
+        "full_frame": not args.no_full_frame,
+        "tile_merge": args.tile_merge,
+        # --views-one-by-one in bench: each tiled / TTA configuration also with its views in
+        # separate runtime calls, beside the batched one (the plain model is not repeated)
+        "views_one_by_one": [False, True] if args.views_one_by_one else [False],
+        "tta": args.tta or [None],
+        "ensemble": args.ensemble or [None],
     }
     if args.sweep:
         # The file's settings win over these flags; flags fill what it leaves unset.
@@ -345,8 +357,10 @@ def _configs(args: argparse.Namespace) -> list[Any]:
                 )
             if values:
                 given[key] = values[0]
-        return load_sweep_file(args.sweep, given)
-    return expand(per_model_settings(list(args.model), args.family, args.names), defaults)
+        configs = load_sweep_file(args.sweep, given)
+    else:
+        configs = expand(per_model_settings(list(args.model), args.family, args.names), defaults)
+    return [c for c in configs if not c.views_one_by_one or c.view_settings().active]
 
 
 def per_model_settings(

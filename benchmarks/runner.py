@@ -100,6 +100,14 @@ class BenchConfig:
     keep_samples: bool = False  # put raw latency samples in the record (for pooling rounds)
     accuracy: bool = True  # run the accuracy pass (later --repeat rounds skip it)
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    # Tiles / test-time augmentation / ensemble (`edgedet.wrap.ViewSettings`; None: plain model).
+    tiles: str | None = None
+    tile_overlap: float = 0.2
+    full_frame: bool = True
+    tile_merge: str = "nms"
+    tta: str | None = None
+    ensemble: str | None = None  # comma-separated PATH or PATH:FAMILY of other models
+    views_one_by_one: bool = False  # tiles / TTA views in separate runtime calls
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -135,7 +143,40 @@ class BenchConfig:
             parts.append(str(self.imgsz))
         if self.batch != 1:
             parts.append(f"b{self.batch}")
+        suffix = view_suffix(self.view_settings())
+        if suffix:
+            parts.append(suffix.lstrip("+"))
         return "/".join(parts)
+
+    def view_settings(self) -> Any:
+        """The `edgedet.wrap.ViewSettings` of ``tiles`` / ``tta`` / ``ensemble``."""
+        from edgedet.wrap import ViewSettings
+
+        members = [m.strip() for m in (self.ensemble or "").split(",") if m.strip()]
+        return ViewSettings(
+            tiles=self.tiles,
+            tile_overlap=self.tile_overlap,
+            full_frame=self.full_frame,
+            tile_merge=self.tile_merge,
+            tta=self.tta,
+            ensemble=tuple(members),
+            one_by_one=self.views_one_by_one,
+        )
+
+
+def view_suffix(settings: Any) -> str:
+    """``+tiles 2x2`` / ``+tta flip,ms`` / ``+ens yolox_nano``: what a record's model name
+    gets, so tables, plots and intervals tell the variants apart."""
+    parts = []
+    if settings.tiles:
+        parts.append(f"+tiles {settings.tiles}")
+    if settings.tta:
+        parts.append(f"+tta {settings.tta}")
+    for m in settings.ensemble:
+        parts.append(f"+{Path(m.rpartition(':')[0] if ':' in m else m).stem}")
+    if parts and settings.one_by_one:
+        parts.append(" 1by1")
+    return "".join(parts)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -252,16 +293,32 @@ def _load(config: BenchConfig, carried_meta: bool) -> tuple[Any, float]:
         overrides["input_size"] = (config.imgsz, config.imgsz)
     if config.names is not None and not carried_meta:
         overrides["names"] = config.names
+    views = config.view_settings()
+    if views.active and declared.builds_engine:  # the views of a frame go in one call
+        opts["max_batch"] = max(config.batch, 16)
     t0 = time.perf_counter()
     try:
-        det = edgedet.load(
-            config.model,
-            runtime=config.runtime,
-            device=config.device,
-            family=None if carried_meta else config.family,
-            runtime_options=opts,
-            **overrides,
-        )
+        if views.active:
+            from edgedet.wrap import load_wrapped
+
+            det = load_wrapped(
+                config.model,
+                views,
+                runtime=config.runtime,
+                device=config.device,
+                family=None if carried_meta else config.family,
+                runtime_options=opts,
+                **overrides,
+            )
+        else:
+            det = edgedet.load(
+                config.model,
+                runtime=config.runtime,
+                device=config.device,
+                family=None if carried_meta else config.family,
+                runtime_options=opts,
+                **overrides,
+            )
     except (RuntimeUnavailableError, InvalidInputError) as err:
         raise SkipConfig(str(err)) from err
     return det, time.perf_counter() - t0
@@ -408,6 +465,10 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
         record["rss_after_load_mb"] = rss_mb()
         record["rss_before_load_mb"] = rss_before_load
         info = det.describe()
+        views = config.view_settings()
+        if views.active:
+            record["model_name"] = Path(config.model).stem + view_suffix(views)
+            record["views"] = {**views.to_dict(), "batched": getattr(det, "batched", None)}
         record["family"] = det.meta.family
         record["runtime_version"] = info.get("runtime_version")
         record["device"] = info.get("device", config.device)
@@ -475,7 +536,11 @@ def _run(config: BenchConfig, record: dict[str, Any]) -> None:
         record["power"] = power
         record["warnings"] = list(power.get("warnings", [])) + _busy_warnings(record)
 
-        if config.throughput_requests > 0:
+        if views.active:
+            record["throughput_reason"] = (
+                "not measured for tiles / TTA / ensembles (their views are not async requests)"
+            )
+        elif config.throughput_requests > 0:
             tp = measure_throughput(
                 det,
                 lat_images,

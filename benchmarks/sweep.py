@@ -33,7 +33,9 @@ from .records import append_record, write_records
 from .runner import BenchConfig, run_in_subprocess
 
 #: Settings that may be lists in a sweep (each combination becomes one configuration).
-AXES: tuple[str, ...] = ("runtime", "precision", "imgsz", "batch")
+AXES: tuple[str, ...] = (
+    "runtime", "precision", "imgsz", "batch", "tiles", "tta", "ensemble", "views_one_by_one",
+)  # fmt: skip
 _PLURALS = {"runtimes": "runtime", "precisions": "precision", "batches": "batch"}
 _FIELDS = {f.name for f in dataclasses.fields(BenchConfig)}
 

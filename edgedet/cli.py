@@ -160,9 +160,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ._predict_output import coco_results, detection_records, detections_document, source_fps
     from .draw import draw_detections
     from .fileio import atomic_write_bytes
+    from .wrap import load_from_args_wrapped
 
     model = args.model or default_sample_model()
-    det = load_from_args(args, model)
+    det = load_from_args_wrapped(args, model, load_from_args)  # plain, or --tiles/--tta/--ensemble
     kind, src = _iter_sources(args.source)
     from .workdir import check_out_dir
 
@@ -637,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder for drawn images/video and detections.json (a folder source: its tree is mirrored, paths recorded relative to it)",
     )
     p.add_argument("--no-draw", action="store_true", help="write only detections.json")
+    from .wrap import add_view_arguments
+
+    add_view_arguments(p)
     p.add_argument(
         "--coco-results",
         metavar="FILE",
