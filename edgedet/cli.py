@@ -582,6 +582,12 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
         "run_export",
         "export a training checkpoint to ONNX with meta",
     ),
+    "track": (
+        "edgedet.track_command",
+        "add_track_arguments",
+        "run_track",
+        "track objects (ByteTrack) in a video, frame folder, camera or stream (track extra)",
+    ),
 }
 
 
