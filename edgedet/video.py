@@ -12,7 +12,7 @@ Two loops give the same detections in the same order:
 - sequential (the default; deterministic, nothing runs in the background for a recorded
   source): read, preprocess, infer, postprocess, one frame after the other;
 - pipelined (``pipelined=True``): capture, preprocess, inference and postprocess each run in
-  their own thread, joined by bounded queues (two items between stages), so that one frame's
+  their own thread, joined by bounded queues (one item between stages), so that one frame's
   inference overlaps the next frame's decoding and preprocessing and the previous frame's
   postprocess. One thread per stage keeps frames in order. ONNX Runtime, OpenVINO and OpenCV
   release the GIL while they work, which is where the overlap comes from.
@@ -186,6 +186,38 @@ class FolderSource(FrameSource):
         if img is None:
             raise InvalidInputError(f"frame {path} cannot be read (missing or corrupt)")
         return img
+
+
+class ReplaySource(FrameSource):
+    """A recorded source played back as a live camera at ``fps`` frames per second in real time
+    (frame k is released at start + k / fps; a late reader gets it at once, as from a camera's
+    buffer): to measure capture-to-result latency and frame dropping without a camera. Its end
+    counts as the camera going away (`SourceLostError`)."""
+
+    live = True
+
+    def __init__(self, source: int | str | Path | FrameSource, fps: float) -> None:
+        if not float(fps) > 0:
+            raise InvalidInputError(f"replay fps must be > 0, got {fps}")
+        self._src = open_source(source)
+        self.fps = float(fps)
+        self.name = f"replay of {self._src.name} at {self.fps:g} fps"
+        self._start: float | None = None
+        self._k = 0
+
+    def read(self) -> np.ndarray | None:
+        image = self._src.read()
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._k / self.fps
+        self._k += 1
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return image
+
+    def close(self) -> None:
+        self._src.close()
 
 
 def is_live(source: int | str | Path) -> bool:
@@ -426,9 +458,11 @@ def _pipelined(
     stop = threading.Event()
     drops = _Drops() if policy == "oldest" else None
     captured: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-    prepped: queue.Queue[Any] = queue.Queue(maxsize=2)
-    inferred: queue.Queue[Any] = queue.Queue(maxsize=2)
-    done: queue.Queue[Any] = queue.Queue(maxsize=2)
+    # one item waiting between stages (plus one in each stage's hands) is enough to keep them
+    # all busy; more would only add latency
+    prepped: queue.Queue[Any] = queue.Queue(maxsize=1)
+    inferred: queue.Queue[Any] = queue.Queue(maxsize=1)
+    done: queue.Queue[Any] = queue.Queue(maxsize=1)
 
     def pre(image: np.ndarray) -> Any:
         return det.preprocess([image])
