@@ -159,6 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ._predict_output import coco_results, detection_records, detections_document, source_fps
     from .draw import draw_detections
     from .meta import atomic_write_bytes
+    from .video import stop_when_lost
 
     model = args.model or default_sample_model()
     det = load_from_args(args, model)
@@ -209,7 +210,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             tmp_out = video_out.with_name("." + video_out.name + ".part.mp4")
             finished = False
             try:
-                for res in det.stream(src):
+                for res in stop_when_lost(det.stream(src)):  # a lost camera: keep its frames
                     record(res.index, f"frame_{res.index:06d}", res.detections)
                     dropped += res.dropped
                     if not args.no_draw:

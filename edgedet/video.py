@@ -500,6 +500,15 @@ def _pipelined(
         _drain_and_join(src, threads[0], threads[1:], [captured, prepped, inferred, done])
 
 
+def stop_when_lost(results: Iterator[StreamResult]) -> Iterator[StreamResult]:
+    """``results`` until a `SourceLostError`, which is logged as a warning instead of raised:
+    for callers that keep what a camera gave before it went away (``edgedet predict``)."""
+    try:
+        yield from results
+    except SourceLostError as err:
+        log.warning("%s; keeping the frames processed before", err)
+
+
 # -- tracking -----------------------------------------------------------------------------------
 
 #: Score down to which `track` asks the detector for boxes: ByteTrack's low threshold.

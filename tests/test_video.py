@@ -204,3 +204,19 @@ def test_track_command_saves_what_it_had_when_the_camera_goes(
     doc = json.loads((out / "tracks.json").read_text())
     assert doc["frames"] + doc["dropped_frames"] == 6 and "after 6 frame" in doc["source_lost"]
     assert doc["tracks"] and (out / "camera0_track.mp4").is_file()
+
+
+def test_predict_keeps_what_a_lost_camera_gave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import edgedet.video
+    from edgedet.cli import main
+
+    monkeypatch.setattr(edgedet.video, "open_source", lambda source: FakeCamera(5, 0.01))
+    out = tmp_path / "out"
+    tiny = make_tiny_yolov5(tmp_path / "tiny.onnx", meta=tiny_meta())
+    assert main(["predict", str(tiny), "0", "--save", str(out), "--conf", "0.1"]) == 0
+    assert "stopped delivering frames after 5" in caplog.text
+    doc = json.loads((out / "detections.json").read_text())
+    assert {d["file_name"] for d in doc["detections"]} <= {f"frame_{i:06d}" for i in range(5)}
+    assert (out / "camera0_pred.mp4").is_file()
