@@ -43,6 +43,7 @@ def test_bench_reports_tracking_metrics_for_sequences(tmp_path: Path) -> None:
     for mode in ("sequential", "pipelined", "sequential_camera", "pipelined_camera"):
         assert rec[mode]["frames"] + rec[mode]["dropped"] == 24 and rec[mode]["fps"] > 0
         assert 0 < rec[mode]["latency_ms_p50"] <= rec[mode]["latency_ms_p99"]
+    assert len(rec["sequential"]["fps_rounds"]) == len(rec["pipelined"]["fps_rounds"]) == 3
     assert "| sample_roads.onnx | onnxruntime |" in (out / "tracking.md").read_text()
 
 
