@@ -76,7 +76,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         default=None,
         metavar="PATH",
-        help="labelled dataset (COCO / YOLO / VOC / KITTI folder)",
+        help="labelled dataset (COCO / YOLO / VOC / KITTI folder); a MOTChallenge sequence "
+        "folder (or a folder of them) with gt/gt.txt: tracking metrics and stream speed instead",
     )
     g.add_argument(
         "--runtime",
@@ -421,6 +422,12 @@ def run_bench(args: argparse.Namespace) -> int:
             from edgedet.data.synthetic import sample_validation_set
 
             args.data = str(sample_validation_set())
+    if args.data is not None and not args.sweep:
+        from .tracking import run_tracking_bench, tracking_sequences
+
+        sequences = tracking_sequences(args.data)  # data with identities: tracking metrics
+        if sequences:
+            return run_tracking_bench(args, sequences)
     if args.model and args.data is None:
         return _err(
             "edgedet bench: --data is required with --model: a labelled dataset folder "

@@ -28,6 +28,7 @@ COMMAND_EXTRA: dict[str, str] = {
     "distill": "train",
     "qat": "train",
     "export": "train",
+    "track": "track",
 }
 
 

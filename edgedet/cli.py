@@ -161,6 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .draw import draw_detections
     from .fileio import atomic_write_bytes
     from .wrap import load_from_args_wrapped
+    from .video import stop_when_lost
 
     model = args.model or default_sample_model()
     det = load_from_args_wrapped(args, model, load_from_args)  # plain, or --tiles/--tta/--ensemble
@@ -211,7 +212,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             tmp_out = video_out.with_name("." + video_out.name + ".part.mp4")
             finished = False
             try:
-                for res in det.stream(src):
+                for res in stop_when_lost(det.stream(src)):  # a lost camera: keep its frames
                     record(res.index, f"frame_{res.index:06d}", res.detections)
                     dropped += res.dropped
                     if not args.no_draw:
@@ -589,6 +590,12 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
         "add_ros2_arguments",
         "run_ros2",
         "ROS 2 node: images in, vision_msgs/Detection2DArray out (rclpy, DDS or rosbag2)",
+    ),
+    "track": (
+        "edgedet.track_command",
+        "add_track_arguments",
+        "run_track",
+        "track objects (ByteTrack) in a video, frame folder, camera or stream (track extra)",
     ),
 }
 

@@ -7,10 +7,7 @@ image (H×W×3 uint8 BGR) ─ Preprocessor ─► feeds ─ runtime.infer ─►
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +28,9 @@ from .hints import arg as _arg
 from .meta import ModelMeta, read_meta, resolve_class_names
 from .preprocess import LetterboxMeta, Preprocessor
 from .validate import brief
+from .video import StreamResult as StreamResult  # its home is edgedet.video
 
 log = logging.getLogger("edgedet")
-
-
-@dataclass(frozen=True)
-class StreamResult:
-    """One processed video frame. ``dropped`` counts frames skipped *before* this one (live
-    sources only, when processing fell behind and ``drop="oldest"``)."""
-
-    index: int
-    frame: np.ndarray
-    detections: Detections
-    dropped: int = 0
 
 
 class Detector:
@@ -381,85 +368,56 @@ class Detector:
         return out
 
     def stream(
-        self, source: int | str | Path, *, drop: str | None = None, queue_size: int = 4
+        self,
+        source: int | str | Path,
+        *,
+        drop: str | None = None,
+        queue_size: int = 4,
+        pipelined: bool = False,
+        stall_timeout: float | None = 10.0,
     ) -> Iterator[StreamResult]:
-        """Detect on every frame of a video file, camera index or stream URL (through OpenCV).
+        """Detect on every frame of a video file, frame folder, camera index or stream URL.
 
-        Files are read frame by frame and nothing is dropped. Live sources (camera index,
-        ``rtsp://`` / ``http://`` URLs) are read by a background thread into a queue of
+        Files and folders are read frame by frame and nothing is dropped. Live sources (camera
+        index, ``rtsp://`` / ``http://`` URLs) are read by a background thread into a queue of
         ``queue_size`` frames; when detection falls behind, ``drop="oldest"`` (the default for
         live sources) discards the oldest queued frame and reports it in ``dropped`` and in a
         warning, ``drop="never"`` blocks the reader instead (the camera driver may then drop).
+        ``pipelined=True`` overlaps capture, preprocess, inference and postprocess in threads
+        (same results, in order). A live source that stops (or sends nothing for
+        ``stall_timeout`` s) raises `SourceLostError` after the frames already read. Each
+        `StreamResult` has the capture ``timestamp`` and the capture-to-result ``latency``.
+        See `edgedet.video`.
         """
-        import cv2
+        from .video import stream
 
-        live = isinstance(source, int) or str(source).lower().startswith(
-            ("rtsp://", "http://", "https://", "udp://")
-        )
-        if isinstance(source, (str, Path)) and not live and not Path(source).exists():
-            raise InvalidInputError(f"video source not found: {source}")
-        policy = drop or ("oldest" if live else "never")
-        if policy not in ("oldest", "never"):
-            raise InvalidInputError(f"drop must be 'oldest' or 'never', got '{policy}'")
-        cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-        if not cap.isOpened():
-            raise InvalidInputError(f"OpenCV could not open video source {source!r}")
-        try:
-            if not live:
-                index = 0
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    yield StreamResult(index, frame, self(frame))
-                    index += 1
-                return
-            yield from self._stream_live(cap, policy, queue_size)
-        finally:
-            cap.release()
+        return stream(
+            self, source, drop=drop, queue_size=queue_size, pipelined=pipelined,
+            stall_timeout=stall_timeout,
+        )  # fmt: skip
 
-    def _stream_live(self, cap: Any, policy: str, queue_size: int) -> Iterator[StreamResult]:
-        frames: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=queue_size)
-        stop = threading.Event()
-        dropped = [0]
+    def track(
+        self,
+        source: int | str | Path,
+        *,
+        tracker: Any = None,
+        drop: str | None = None,
+        queue_size: int = 4,
+        pipelined: bool = False,
+        stall_timeout: float | None = 10.0,
+        **tracker_options: Any,
+    ) -> Iterator[StreamResult]:
+        """`stream` with ByteTrack (the ``track`` extra): each result's ``detections`` are the
+        tracked boxes and ``tracks`` their ids (``tracks.ids``, int64, aligned with the boxes),
+        ages, and the lost / ended ids. ``tracker``: an `edgedet.tracking.Tracker` to keep ids
+        across calls; ``tracker_options``: `Tracker`'s arguments. See `edgedet.video.track`.
+        """
+        from .video import track
 
-        def reader() -> None:
-            index = 0
-            while not stop.is_set():
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if policy == "oldest" and frames.full():
-                    try:
-                        frames.get_nowait()
-                        dropped[0] += 1
-                    except queue.Empty:
-                        pass
-                frames.put((index, frame))
-                index += 1
-            frames.put(None)
-
-        thread = threading.Thread(target=reader, daemon=True, name="edgedet-stream-reader")
-        thread.start()
-        reported = 0
-        try:
-            while True:
-                item = frames.get()
-                if item is None:
-                    break
-                index, frame = item
-                newly = dropped[0] - reported
-                if newly:
-                    log.warning("stream: dropped %d frame(s) because detection fell behind", newly)
-                reported += newly
-                yield StreamResult(index, frame, self(frame), newly)
-        finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    frames.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
+        return track(
+            self, source, tracker=tracker, drop=drop, queue_size=queue_size,
+            pipelined=pipelined, stall_timeout=stall_timeout, **tracker_options,
+        )  # fmt: skip
 
     def warmup(self, iterations: int = 3) -> None:
         """Run a few blank frames so lazy allocations and kernel selection happen now."""

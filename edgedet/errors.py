@@ -9,6 +9,7 @@ what to do about it.
     ├── IncompatibleModelError                          outputs don't fit the decoder, engine from
     │                                                   another TensorRT or GPU, bad meta
     ├── InvalidInputError         (also ValueError)     bad image, bad argument
+    │   └── SourceLostError                             a camera / stream stopped mid-way
     ├── DatasetError              (also ValueError)     unreadable or inconsistent dataset
     ├── InferenceError                                  a runtime failed while running a model
     ├── CalibrationError                                INT8 calibration could not run or finish
@@ -36,6 +37,10 @@ class IncompatibleModelError(EdgedetError):
 
 class InvalidInputError(EdgedetError, ValueError):
     """An argument or an image is not what the API accepts."""
+
+
+class SourceLostError(InvalidInputError):
+    """A live video source (camera, stream URL) stopped delivering frames mid-stream."""
 
 
 class DatasetError(EdgedetError, ValueError):

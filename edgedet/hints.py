@@ -29,6 +29,7 @@ EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {
     "calibrate": ("onnxruntime", "openvino", "nncf", "matplotlib", "sympy"),
     "bench": ("faster_coco_eval", "matplotlib", "psutil"),
     "tensorrt": ("tensorrt",),  # + cuda-python or pycuda, checked by the runtime
+    "track": ("supervision",),
 }
 
 _JETSON_NOTE = (

@@ -343,21 +343,35 @@ def _plan_objects(
     return out
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Lighting (gain, colour cast, offset, gamma) through a per-channel table, sensor noise,
-    sometimes blur."""
+def _lighting_table(rng: np.random.Generator) -> np.ndarray:
+    """A lighting (gain, colour cast, offset, gamma) as a per-channel table, float64 (256, 3)."""
     gain = rng.uniform(0.6, 1.3)
     cast = rng.uniform(0.9, 1.1, 3)
     offset = rng.uniform(-20, 20)
     gamma = rng.uniform(0.8, 1.25)
     v = np.arange(256, dtype=np.float64)[:, None]
-    lut = 255.0 * (np.clip(v * gain * cast[None, :] + offset, 0, 255) / 255.0) ** gamma  # (256, 3)
+    lut: np.ndarray = 255.0 * (np.clip(v * gain * cast[None, :] + offset, 0, 255) / 255.0) ** gamma
+    return lut
+
+
+def _lit_noisy(
+    img: np.ndarray, lut: np.ndarray, sigma: np.float32, rng: np.random.Generator
+) -> np.ndarray:
+    """``img`` through the lighting table ``lut``, plus Gaussian sensor noise of ``sigma``."""
     f = np.empty(img.shape, np.float32)
     for c in range(3):
         f[:, :, c] = lut[:, c].astype(np.float32)[img[:, :, c]]
-    sigma = np.float32(rng.uniform(1.0, 7.0))
     f += rng.standard_normal(f.shape, dtype=np.float32) * sigma
     out: np.ndarray = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Lighting (gain, colour cast, offset, gamma) through a per-channel table, sensor noise,
+    sometimes blur."""
+    lut = _lighting_table(rng)
+    sigma = np.float32(rng.uniform(1.0, 7.0))
+    out = _lit_noisy(img, lut, sigma, rng)
     if rng.random() < 0.3:
         out = cv2.GaussianBlur(out, (3, 3), 0)
     return out
@@ -526,4 +540,187 @@ def sample_validation_set(
         out = Path(out_dir)
     generate(out, n, seed, imgsz)
     (out / ".complete").write_text("ok\n")
+    return out
+
+
+# -- sequences: objects with identities moving across frames ----------------------------------
+
+
+@dataclass
+class SequenceFrame:
+    """One frame of a synthetic sequence with its ground truth.
+
+    ``image`` BGR uint8 (H, W, 3); ``xyxy`` float32 (N, 4) tight boxes of the visible pixels
+    (x2, y2 exclusive); ``class_ids`` int32 (N,); ``track_ids`` int32 (N,), an object's id, the
+    same in every frame it appears in (1-based); ``visibility`` float32 (N,) in (0, 1], the
+    fraction of the object's in-frame pixels not hidden by nearer objects; ``scored`` bool
+    (N,), whether evaluation counts the object: at least half visible and ``MIN_BOX`` pixels
+    on its shorter side, the rule the sample detector was trained with (the others are drawn
+    and listed so that evaluation can ignore detections of them).
+    """
+
+    image: np.ndarray
+    xyxy: np.ndarray
+    class_ids: np.ndarray
+    track_ids: np.ndarray
+    visibility: np.ndarray
+    scored: np.ndarray
+
+
+@dataclass
+class _Mover:
+    """One object of a sequence: where it is at frame t (ground-plane depth ``s`` and position
+    ``u`` across the road, 0 = left edge, 1 = right edge), from frame ``start``."""
+
+    tid: int
+    cid: int
+    prims: list[Prim]
+    size: tuple[float, float]  # width, height in pixels at s = 1
+    start: int
+    s0: float
+    u0: float
+    vs: float
+    vu: float
+
+    def at(self, t: int) -> tuple[float, float] | None:
+        if t < self.start:
+            return None
+        s = self.s0 + self.vs * (t - self.start)
+        return (s, self.u0 + self.vu * (t - self.start)) if 0.04 <= s <= 1.2 else None
+
+
+def _plan_movers(
+    rng: np.random.Generator, w: int, frames: int, objects: int
+) -> list[_Mover]:
+    """``objects`` movers: vehicles drive along the road (towards or away from the camera),
+    pedestrians and cyclists cross it, cones and signs stand still; a third start later."""
+    freq = np.asarray(CLASS_FREQ) / np.sum(CLASS_FREQ)
+    out = []
+    for k in range(objects):
+        cid = int(rng.choice(len(CLASS_NAMES), p=freq))
+        fw, fh = _SIZE[cid]
+        jitter = rng.uniform(0.85, 1.15)
+        size = (fw * w * jitter, fh * w * jitter * rng.uniform(0.92, 1.08))
+        start = 0 if rng.random() < 0.67 else int(rng.integers(1, max(frames // 2, 2)))
+        s0 = float(rng.uniform(0.15, 0.95))
+        vs = vu = 0.0
+        if cid in (0, 1):  # vehicles in a lane
+            u0 = float(rng.uniform(0.2, 0.8))
+            vs = float(rng.uniform(0.006, 0.02) * (1 if rng.random() < 0.6 else -1))
+        elif cid in (2, 3):  # crossing, a cyclist faster
+            u0 = float(rng.uniform(-0.1, 1.1))
+            speed = rng.uniform(0.006, 0.015) * (2.0 if cid == 3 else 1.0)
+            vu = float(speed * (1 if u0 < 0.5 else -1))
+            vs = float(rng.uniform(-0.002, 0.002))
+        elif cid == 4:  # cone on the road
+            u0 = float(rng.uniform(0.1, 0.9))
+        else:  # sign beside the road
+            u0 = float(rng.choice([-0.25, 1.25]) + rng.uniform(-0.1, 0.1))
+        out.append(_Mover(k + 1, cid, _MAKERS[cid](rng), size, start, s0, u0, vs, vu))
+    return out
+
+
+def make_sequence(
+    frames: int, seed: int, imgsz: tuple[int, int] = (192, 192), objects: int = 8
+) -> list[SequenceFrame]:
+    """A seeded sequence of ``frames`` road frames from a parked camera, with ``objects``
+    objects that keep their id while they move (see `SequenceFrame`).
+
+    The background and lighting are fixed for the sequence; sensor noise is new every frame.
+    Objects move on the ground plane with the perspective of `make_scene`, occlude each other
+    (near over far), enter late, and leave the frame or shrink below `MIN_BOX`. The same
+    (``seed``, ``frames``, ``imgsz``, ``objects``) gives the same frames, byte for byte.
+    """
+    if frames < 1 or objects < 0:
+        raise InvalidInputError(f"need frames >= 1 and objects >= 0, got {frames}, {objects}")
+    if len(imgsz) != 2 or min(imgsz) < 64:
+        raise InvalidInputError(f"imgsz must be (height, width) with both >= 64, got {imgsz!r}")
+    h, w = int(imgsz[0]), int(imgsz[1])
+    rng = np.random.Generator(np.random.PCG64([int(seed), 7_000_001]))
+    background, geo = _background(rng, h, w)
+    lut = _lighting_table(rng)
+    sigma = np.float32(rng.uniform(1.0, 5.0))
+    movers = _plan_movers(rng, w, frames, objects)
+    hor, vx, xl, xr = geo["horizon"], geo["vx"], geo["xl"], geo["xr"]
+    out = []
+    for t in range(frames):
+        placed = []
+        for m in movers:
+            pos = m.at(t)
+            if pos is None:
+                continue
+            s, u = pos
+            yb = hor + s * (h - hor)
+            left, right = vx + (xl - vx) * s, vx + (xr - vx) * s
+            xc = left + u * (right - left)
+            bw, bh = m.size[0] * s, m.size[1] * s
+            placed.append((s, m, (xc - bw / 2, yb - bh, xc + bw / 2, yb)))
+        placed.sort(key=lambda p: p[0])  # far first: near objects occlude far ones
+        img = background.copy()
+        ids = np.zeros((h, w), np.int32)
+        full = {}
+        for _, m, box in placed:
+            solo = np.zeros((h, w), np.uint8)
+            _render(m.prims, box, None, solo, 1)
+            full[m.tid] = int(np.count_nonzero(solo))
+            _render(m.prims, box, img, ids, m.tid)
+        counts = np.bincount(ids.ravel(), minlength=len(movers) + 1)
+        rows = []
+        for _, m, _box in placed:
+            if counts[m.tid] == 0:
+                continue
+            ys, xs = np.nonzero(ids == m.tid)
+            bx = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            vis = counts[m.tid] / max(full[m.tid], 1)
+            big = min(bx[2] - bx[0], bx[3] - bx[1]) >= MIN_BOX
+            rows.append((bx, m.cid, m.tid, vis, big and vis >= 0.5))
+        frame_rng = np.random.Generator(np.random.PCG64([int(seed), 7_000_001, t]))
+        out.append(
+            SequenceFrame(
+                _lit_noisy(img, lut, sigma, frame_rng),
+                np.array([r[0] for r in rows], np.float32).reshape(-1, 4),
+                np.array([r[1] for r in rows], np.int32),
+                np.array([r[2] for r in rows], np.int32),
+                np.array([r[3] for r in rows], np.float32),
+                np.array([r[4] for r in rows], bool),
+            )
+        )
+    return out
+
+
+def generate_sequence(
+    out_dir: str | Path,
+    frames: int,
+    seed: int,
+    imgsz: tuple[int, int] = (192, 192),
+    objects: int = 8,
+    fps: float = 10.0,
+) -> Path:
+    """Write `make_sequence` as a MOTChallenge sequence folder and return it.
+
+    Layout: ``seqinfo.ini``, ``img1/000001.png`` ... (frames are 1-based, as in MOTChallenge),
+    ``gt/gt.txt`` with one line per object and frame,
+    ``frame,id,x,y,w,h,conf,class,visibility`` (box: top-left corner, width, height, in pixels;
+    ``class`` = the `CLASS_NAMES` index + 1; ``conf`` 1 for a scored object, 0 for one mostly
+    hidden or too small, which evaluation ignores: `SequenceFrame`), and ``classes.txt``. Read it back with
+    `edgedet.data.mot.read_sequence`.
+    """
+    from edgedet.data.mot import write_gt, write_seqinfo
+
+    out = Path(out_dir)
+    (out / "img1").mkdir(parents=True, exist_ok=True)
+    seq = make_sequence(frames, seed, imgsz, objects)
+    rows = []
+    for t, fr in enumerate(seq, start=1):
+        ok, buf = cv2.imencode(".png", fr.image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:  # pragma: no cover - OpenCV always encodes uint8 BGR
+            raise InvalidInputError(f"could not encode frame {t}")
+        (out / "img1" / f"{t:06d}.png").write_bytes(buf.tobytes())
+        for box, cid, tid, vis, scored in zip(
+            fr.xyxy, fr.class_ids, fr.track_ids, fr.visibility, fr.scored
+        ):
+            rows.append((t, int(tid), box, int(scored), int(cid) + 1, float(vis)))
+    write_gt(out / "gt" / "gt.txt", rows)
+    write_seqinfo(out, f"synth-{seed}", frames, fps, imgsz, ".png")
+    (out / "classes.txt").write_text("".join(nm + "\n" for nm in CLASS_NAMES))
     return out
