@@ -18,7 +18,7 @@ from edgedet.meta import ModelMeta
 from tests.tiny_models import make_tiny_yolov5
 
 META = ModelMeta(family="yolov5", class_names=("a", "b"), input_size=(32, 32))
-FAST = ["--min-seconds", "0.05", "--resamples", "20", "--calib-num", "6"]
+FAST = ["--min-seconds", "0.05", "--resamples", "20", "--calib-num", "6", "--rounds", "1"]
 
 
 @pytest.fixture()
@@ -105,6 +105,17 @@ def test_decide_fastest_within_budget_and_why_others_lost() -> None:
     assert {x.key: x.status for x in verdicts}["onnxruntime-fp32-float"] == "not_eligible"
 
 
+def test_latency_rounds_median_and_busy_note() -> None:
+    rec = _rec(0.3, 10.0)
+    assert opt.p50_of(rec) == 10.0
+    rec["optimize_p50_rounds"] = [10.0, 30.0, 12.0]
+    assert opt.p50_of(rec) == 12.0
+    rec.update(latency_cpu_cores_used=0.6, threads_used=2)
+    assert "got 0.60 of 2 cores" in opt.busy_note(rec)
+    rec["latency_cpu_cores_used"] = 1.9
+    assert opt.busy_note(rec) == ""
+
+
 def test_bad_arguments(setup: dict[str, Path]) -> None:
     for extra, message in [
         (["--max-map-drop", "-1"], "finite number >= 0"),
@@ -112,6 +123,7 @@ def test_bad_arguments(setup: dict[str, Path]) -> None:
         (["--runtime", "nosuch"], "nosuch"),
         (["--threads", "0"], "--threads must be >= 1"),
         (["--precision", "int4"], "--precision must be one of"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
     ]:
         args = _parse(_argv(setup, *extra))
         with pytest.raises(InvalidInputError, match=message):
