@@ -356,11 +356,12 @@ def p50_of(record: Mapping[str, Any]) -> float:
 
 
 def busy_note(record: Mapping[str, Any]) -> str:
-    """Says so when the timed process got much less CPU than its threads could use."""
+    """Says so when the timed process used much less CPU than its threads could."""
     used = record.get("latency_cpu_cores_used")
     want = record.get("threads_used") or (record.get("host") or {}).get("cores_logical")
     if isinstance(used, (int, float)) and isinstance(want, int) and used < 0.75 * want:
-        return f"machine busy while timed: the process got {used:.2f} of {want} cores"
+        return (f"the timed process used {used:.2f} of {want} cores (a busy machine, or a "
+                "model too small to keep them busy)")  # fmt: skip
     return ""
 
 

@@ -98,6 +98,16 @@ def _fmt(v: float | None, scale: float = 1.0) -> str:
     return "" if v is None else f"{v * scale:.2f}"
 
 
+def _share(record: Mapping[str, Any]) -> str:
+    """Pre- plus post-processing p50 as a share of inference p50 (first latency round)."""
+    lat = record.get("latency_ms") or {}
+    try:
+        pre, post, inf = (float(lat[k]["p50"]) for k in ("preprocess", "postprocess", "infer"))
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return f"{(pre + post) / inf * 100:.1f}%" if inf > 0 else ""
+
+
 def render_markdown(summary: Mapping[str, Any], verdicts: Sequence[Verdict]) -> str:
     from .optimize import _order
 
@@ -113,14 +123,15 @@ def render_markdown(summary: Mapping[str, Any], verdicts: Sequence[Verdict]) -> 
         f"{', '.join(dev.get('gpus') or []) or 'none'}",
         f"- chosen: **{summary['chosen'] or 'nothing within the budget'}**",
         "",
-        "| candidate | mAP50-95 | loss, points [95% CI] | e2e p50 ms | outcome |",
-        "|---|---:|---|---:|---|",
+        "| candidate | mAP50-95 | loss, points [95% CI] | e2e p50 ms | pre+post / infer | "
+        "outcome |",
+        "|---|---:|---|---:|---:|---|",
     ]
     for v in sorted(verdicts, key=_order):
         loss = _fmt(v.drop) + (f" [{v.low:.2f}, {v.high:.2f}]" if v.low is not None else "")
         reason = v.reason.replace("|", "/").replace("\n", " ")[:300]
         lines.append(f"| {v.label} | {_fmt(v.map50_95, POINTS)} | {loss} | {_fmt(v.p50_ms)} | "
-                     f"**{v.status}**: {reason} |")  # fmt: skip
+                     f"{_share(v.record)} | **{v.status}**: {reason} |")  # fmt: skip
     lines += [
         "",
         "Latency: end to end (preprocess + inference + postprocess) per image at the deployment "

@@ -111,7 +111,7 @@ def test_latency_rounds_median_and_busy_note() -> None:
     rec["optimize_p50_rounds"] = [12.0, 30.0, 11.0]
     assert opt.p50_of(rec) == 11.0
     rec.update(latency_cpu_cores_used=0.6, threads_used=2)
-    assert "got 0.60 of 2 cores" in opt.busy_note(rec)
+    assert "used 0.60 of 2 cores" in opt.busy_note(rec)
     rec["latency_cpu_cores_used"] = 1.9
     assert opt.busy_note(rec) == ""
 
