@@ -348,7 +348,6 @@ def resolve_profile(
             raise IncompatibleModelError(message)
         warnings.warn(message + "; loading with the default settings instead",
                       ForeignProfileWarning, stacklevel=3)  # fmt: skip
-        log.warning("%s; loading with the default settings instead", message)
         return plain
     if not model.is_file():
         raise ModelLoadError(f"deploy profile {profile_file} names {model.name}, which is missing")
