@@ -455,8 +455,11 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    budget = args.max_map_drop
-    if not (isinstance(budget, float) and math.isfinite(budget) and budget >= 0):
+    try:
+        budget = float(args.max_map_drop)
+    except (TypeError, ValueError):
+        budget = math.nan
+    if not (math.isfinite(budget) and budget >= 0):
         raise InvalidInputError(f"--max-map-drop must be a finite number >= 0, got {budget}")
     for flag, value, low in (("--calib-num", args.calib_num, 1), ("--val-images", args.val_images, 1),
                              ("--latency-images", args.latency_images, 1),
@@ -616,6 +619,10 @@ def run_optimize(args: argparse.Namespace) -> int:
     for n in notes:
         console.print(f"  interval: {n}")
     chosen, verdicts = decide(entries, ref_rec, settings.budget, eligible)
+    for v in verdicts:
+        if v.record.get("calibrate_exit_code") == 1:
+            v.reason += ("; its calibration guard did not reach the proxy bound (the closest "
+                         "INT8 model was kept)")  # fmt: skip
     for s in skipped:
         verdicts.append(Verdict(s.key, s.label, "skipped", s.reason))
     summary = _summary(model, settings, ref, chosen, verdicts)
