@@ -522,7 +522,6 @@ def run_optimize(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} exists and is not a folder")
     build, records_dir = out / "build", out / "candidates"
-    records_dir.mkdir(parents=True, exist_ok=True)
 
     # every runtime is enumerated (the reference must be measurable even when --runtime leaves
     # it out); --runtime / --precision decide what may be chosen
@@ -545,7 +544,11 @@ def run_optimize(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             "--runtime / --precision leave no candidate that runs here; candidates: "
             + ", ".join(c.label() for c in cands)
+            + "".join(f"; not here: {s.label} ({_brief(s.reason, 80)})" for s in skipped
+                      if eligible(Candidate(s.key, s.key.split("-")[0], s.key.split("-")[1],
+                                            FLOAT)))
         )
+    records_dir.mkdir(parents=True, exist_ok=True)  # the arguments are good: start writing
     console.print(f"[bold]optimize[/bold] {model.name}: {len(todo)} candidates "
                   f"({len(skipped)} not possible here), budget {settings.budget:g} mAP points")  # fmt: skip
     by_reason: dict[str, list[str]] = {}

@@ -124,10 +124,12 @@ def test_bad_arguments(setup: dict[str, Path]) -> None:
         (["--threads", "0"], "--threads must be >= 1"),
         (["--precision", "int4"], "--precision must be one of"),
         (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--runtime", "tensorrt"], "not here: tensorrt fp32"),
     ]:
         args = _parse(_argv(setup, *extra))
         with pytest.raises(InvalidInputError, match=message):
             opt.run_optimize(args)
+    assert not setup["out"].exists()  # nothing written for bad arguments
     args = _parse(_argv(setup))
     args.data = str(setup["val"] / "missing")
     with pytest.raises(InvalidInputError, match="not found"):
