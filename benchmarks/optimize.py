@@ -565,7 +565,9 @@ def run_optimize(args: argparse.Namespace) -> int:
         head = f"[{i}/{len(todo)}] {cand.label()}"
         path = artifact_path(build, float_model.stem, cand.artifact)
         if cand.artifact.kind == "int8" and path not in built:
-            console.print(f"{head}: building INT8 ({cand.artifact.key}) ...")
+            done = path.is_file() and _calibration_report(path).is_file()
+            console.print(f"{head}: " + (f"INT8 build {path.name} from an earlier run" if done
+                                         else f"building INT8 ({cand.artifact.key}) ..."))  # fmt: skip
             try:
                 _, rc = build_int8(float_model, cand.artifact, path, settings, cand.threads)
                 built[path] = (None, rc)
