@@ -88,6 +88,13 @@ def expand(
             raise InvalidInputError("no dataset: pass --data PATH (or 'data:' in the sweep file)")
         spec["model"] = str(spec["model"])
         spec["data"] = str(spec["data"])
+        if spec.get("runtime") in (None, "auto"):  # a deploy profile (`edgedet optimize`)
+            from edgedet.deploy import bench_settings
+
+            chosen = bench_settings(spec["model"])
+            for key, value in (chosen or {}).items():
+                if key == "model" or spec.get(key) in (None, [None], {}):
+                    spec[key] = value
         if has_meta(spec["model"]):
             spec["family"] = None
             spec["names"] = None

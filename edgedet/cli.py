@@ -555,6 +555,12 @@ _PLUGGED: dict[str, tuple[str, str, str, str]] = {
         "run_calibrate",
         "INT8 post-training calibration",
     ),
+    "optimize": (
+        "edgedet.benchmarks.optimize",
+        "add_optimize_arguments",
+        "run_optimize",
+        "the fastest runtime/precision within an mAP budget, measured here: a deploy profile",
+    ),
     "train": (
         "edgedet.train.command",
         "add_train_arguments",

@@ -541,7 +541,10 @@ def load(
 
     Args:
         model: ``.onnx`` / ``.xml`` / ``.engine`` / ``.plan`` path (or an ``nn.Module`` with
-            ``runtime="torch"``).
+            ``runtime="torch"``), or a deploy profile written by ``edgedet optimize`` (its
+            ``.deploy.json`` or its folder). A model with a profile beside it runs as the
+            profile says unless runtime / device / runtime_options are given; a profile
+            measured on another device is refused (`edgedet.deploy`).
         runtime: ``"auto"`` (by file suffix: .engine/.plan -> tensorrt, .xml -> openvino,
             .onnx -> onnxruntime), a runtime name, or a tuple of names tried in order
             (opt-in fallback; the choice is logged and shown by ``Detector.runtime_name``).
@@ -555,6 +558,12 @@ def load(
     path = Path(model) if isinstance(model, (str, Path)) else None
     if path is not None and not path.exists():
         raise ModelLoadError(f"model file not found: {path}")
+    if path is not None:  # a deploy profile (`edgedet optimize`) chooses runtime and settings
+        from .deploy import resolve_profile
+
+        chosen = resolve_profile(path, runtime, device, runtime_options)
+        model = path = chosen.model
+        runtime, device, runtime_options = chosen.runtime, chosen.device, chosen.runtime_options
     resolved = resolve_meta(path, family, meta, meta_overrides)
     from edgedet.runtimes.registry import resolve_auto, runtime_capabilities, runtime_class
 

@@ -15,7 +15,14 @@ from edgedet import protocol
 from edgedet.boxes import cxcywh_to_xyxy
 from edgedet.meta import ModelMeta
 
-from .base import Candidates, Family, OutputSpecLike, output_mismatch, select_scores
+from .base import (
+    Candidates,
+    Family,
+    OutputSpecLike,
+    output_mismatch,
+    select_scores,
+    select_scores_by_class,
+)
 
 
 class YoloV8Decoder:
@@ -43,11 +50,16 @@ class YoloV8Decoder:
             out = out[None]
         results = []
         for pred in out:
-            pred = pred if self.transposed else pred.T  # (N, 4+nc)
-            rows, cls, conf = select_scores(
-                pred[:, 4:], score_threshold, multi_label, max_candidates
-            )
-            boxes = pred[rows, :4].astype(np.float32)
+            if self.transposed:  # (N, 4+nc)
+                rows, cls, conf = select_scores(
+                    pred[:, 4:], score_threshold, multi_label, max_candidates
+                )
+                boxes = pred[rows, :4].astype(np.float32)
+            else:  # (4+nc, N): select on the class-first layout, no transposed copy
+                rows, cls, conf = select_scores_by_class(
+                    pred[4:], score_threshold, multi_label, max_candidates
+                )
+                boxes = pred[:4, rows].T.astype(np.float32)
             xyxy = (
                 cxcywh_to_xyxy(boxes)
                 if self.box_format == "cxcywh"
