@@ -302,7 +302,7 @@ def load_finished(path: Path, chash: str) -> dict[str, Any] | None:
 
 
 def save_record(path: Path, record: Mapping[str, Any]) -> None:
-    from edgedet.meta import atomic_write_bytes
+    from edgedet.fileio import atomic_write_bytes
 
     from .records import dumps_record
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedet.meta import atomic_write_bytes
+from edgedet.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .optimize import Candidate, Verdict

@@ -160,8 +160,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ._predict_output import coco_results, detection_records, detections_document, source_fps
     from .draw import draw_detections
     from .fileio import atomic_write_bytes
-    from .wrap import load_from_args_wrapped
     from .video import stop_when_lost
+    from .wrap import load_from_args_wrapped
 
     model = args.model or default_sample_model()
     det = load_from_args_wrapped(args, model, load_from_args)  # plain, or --tiles/--tta/--ensemble

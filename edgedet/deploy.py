@@ -217,7 +217,7 @@ def sha256_file(path: str | Path) -> str:
 
 def write_profile(path: str | Path, profile: DeployProfile) -> Path:
     """Write ``profile`` as JSON, atomically."""
-    from .meta import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(profile.to_dict(), indent=2, sort_keys=True).encode())
     return Path(path)

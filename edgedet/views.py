@@ -213,16 +213,19 @@ class WrappedDetector:
         info[self.kind] = self.settings()
         return info
 
-    def stream(self, source: Any, *, drop: str | None = None, queue_size: int = 4) -> Iterator[Any]:
-        """As `edgedet.Detector.stream`, every frame through this wrapper."""
-        from .detector import Detector
+    def stream(
+        self,
+        source: Any,
+        *,
+        drop: str | None = None,
+        queue_size: int = 4,
+        stall_timeout: float | None = 10.0,
+    ) -> Iterator[Any]:
+        """As `edgedet.Detector.stream` (sequential only), every frame through this wrapper."""
+        from .video import stream
 
-        return Detector.stream(self, source, drop=drop, queue_size=queue_size)  # type: ignore[arg-type]
-
-    def _stream_live(self, cap: Any, policy: str, queue_size: int) -> Iterator[Any]:
-        from .detector import Detector
-
-        return Detector._stream_live(self, cap, policy, queue_size)  # type: ignore[arg-type]
+        return stream(self, source, drop=drop, queue_size=queue_size,  # type: ignore[arg-type]
+                      stall_timeout=stall_timeout)
 
     def warmup(self, iterations: int = 3) -> None:
         h, w = self.input_hw
