@@ -91,7 +91,7 @@ LOAD_ROWS: list[tuple[str, Callable[[Path], Path], dict[str, Any], Any]] = [
     ("text renamed .onnx", _write("text.onnx", b"just some notes\n" * 20), {}, Fails(ModelLoadError, "not a readable ONNX model")),
     ("random bytes", _write("rand.onnx", np.random.default_rng(0).bytes(4096)), {}, Fails(ModelLoadError, "not a readable ONNX model")),
     ("text on openvino", _write("text.onnx", b"just some notes\n" * 20), {"runtime": "openvino"}, Fails(ModelLoadError, "")),
-    ("a directory", lambda d: d, {"family": "yolox"}, Fails(InvalidInputError, "cannot choose a runtime")),
+    ("a directory", lambda d: d, {"family": "yolox"}, Fails(ModelLoadError, "is a folder: expected exactly one *.deploy.json")),
     ("random .engine", _write("junk.engine", b"\x00" * 64), {"family": "yolox"}, Fails(RuntimeUnavailableError, "tensorrt")),
     # -- the graph does not fit ------------------------------------------------------------------
     ("no meta, no family", _plain, {}, Fails(IncompatibleModelError, "carries no edgedet metadata")),
