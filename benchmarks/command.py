@@ -304,7 +304,7 @@ def _err(message: str) -> int:
 
 
 def _configs(args: argparse.Namespace) -> list[Any]:
-    from .sweep import expand, load_sweep_file
+    from .sweep import expand, load_sweep_file, per_model_settings
 
     defaults: dict[str, Any] = {
         "data": args.data,
@@ -362,37 +362,6 @@ def _configs(args: argparse.Namespace) -> list[Any]:
     else:
         configs = expand(per_model_settings(list(args.model), args.family, args.names), defaults)
     return [c for c in configs if not c.views_one_by_one or c.view_settings().active]
-
-
-def per_model_settings(
-    models: list[str], families: list[str] | None, names: list[str] | None
-) -> list[dict[str, Any]]:
-    """Pair ``--family`` / ``--names`` with the models that carry no meta.
-
-    One value applies to every model without meta; several must be one per such model, in
-    ``--model`` order (models with meta use their own and take none).
-    """
-    from .sweep import has_meta
-
-    bare = [m for m in models if not has_meta(m)]
-    entries: list[dict[str, Any]] = [{"model": m} for m in models]
-    for key, values in (("family", families), ("names", names)):
-        if not values:
-            continue
-        if len(values) == 1:
-            assigned = dict.fromkeys(bare, values[0])
-        elif len(values) == len(bare):
-            assigned = dict(zip(bare, values))
-        else:
-            raise EdgedetError(
-                f"{len(values)} --{key} values for {len(bare)} model(s) without edgedet meta "
-                f"({', '.join(Path(m).name for m in bare) or 'none'}); give one --{key} for all "
-                "of them or one per model, in --model order"
-            )
-        for entry in entries:
-            if entry["model"] in assigned:
-                entry[key] = assigned[entry["model"]]
-    return entries
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -633,7 +633,9 @@ def run_optimize(args: argparse.Namespace) -> int:
     summary = _summary(model, settings, ref, chosen, verdicts)
     from .optimize_report import write_outputs
 
-    written = write_outputs(out, summary, verdicts, chosen, entries, build)
+    chosen_cand = next((c for c, _ in entries if chosen and c.key == chosen.key), None)
+    chosen_model = artifact_path(build, model.stem, chosen_cand.artifact) if chosen_cand else None
+    written = write_outputs(out, summary, verdicts, chosen, entries, chosen_model)
     _print_table(console, verdicts, settings)
     if chosen is None:
         best = max((v for v in verdicts if v.map50_95 is not None and v.status != "not_eligible"),
@@ -714,7 +716,9 @@ def _print_table(console: Any, verdicts: Sequence[Verdict], settings: Settings) 
 
     table = Table("candidate", "mAP50-95", f"loss [95% CI] (budget {settings.budget:g})",
                   "e2e p50 ms", "outcome")  # fmt: skip
-    for v in sorted(verdicts, key=_order):
+    from .optimize_report import verdict_order
+
+    for v in sorted(verdicts, key=verdict_order):
         if v.status == "skipped" and not v.record:
             continue  # not possible here: listed above the table
         loss = "" if v.drop is None else f"{v.drop:.2f}" + (
@@ -723,12 +727,6 @@ def _print_table(console: Any, verdicts: Sequence[Verdict], settings: Settings) 
                       "" if v.p50_ms is None else f"{v.p50_ms:.2f}",
                       _brief(f"{v.status}: {v.reason}", 120))  # fmt: skip
     console.print(table)
-
-
-def _order(v: Verdict) -> tuple[int, float]:
-    rank = {"chosen": 0, "slower": 1, "over_budget": 2, "not_eligible": 3, "failed": 4,
-            "skipped": 5}.get(v.status, 4)  # fmt: skip
-    return rank, v.p50_ms if v.p50_ms is not None else math.inf
 
 
 def _summary(model: Path, settings: Settings, ref: Candidate, chosen: Verdict | None,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,13 @@ if TYPE_CHECKING:
     from .optimize import Candidate, Verdict
 
 POINTS = 100.0
+
+
+def verdict_order(v: Verdict) -> tuple[int, float]:
+    """Sort key for reports: chosen first, then slower, over budget, ..., each by p50."""
+    rank = {"chosen": 0, "slower": 1, "over_budget": 2, "not_eligible": 3, "failed": 4,
+            "skipped": 5}.get(v.status, 4)  # fmt: skip
+    return rank, v.p50_ms if v.p50_ms is not None else math.inf
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -65,22 +73,20 @@ def write_outputs(
     verdicts: Sequence[Verdict],
     chosen: Verdict | None,
     entries: Sequence[tuple[Candidate, dict[str, Any]]],
-    build: Path,
+    chosen_model: Path | None,
 ) -> dict[str, Path | None]:
     """Write everything; a previous run's profile in ``out`` is removed first (``out`` holds one
-    profile, so ``edgedet.load(out)`` is unambiguous). Returns the paths written."""
+    profile, so ``edgedet.load(out)`` is unambiguous). ``chosen_model`` is the chosen candidate's
+    built model file (None when nothing was chosen). Returns the paths written."""
     from edgedet.deploy import PROFILE_SUFFIX, new_profile, profile_path_for, write_profile
-
-    from .optimize import artifact_path
 
     for old in out.glob("*" + PROFILE_SUFFIX):
         old.unlink()
     written: dict[str, Path | None] = {"profile": None, "model": None}
     if chosen is not None:
         cand = next(c for c, _ in entries if c.key == chosen.key)
-        stem = Path(summary["model"]).stem
-        src = artifact_path(build, stem, cand.artifact)
-        model = install_model(src, out)
+        assert chosen_model is not None, "a chosen candidate comes with its model file"
+        model = install_model(chosen_model, out)
         opts = cand.runtime_options()
         profile = new_profile(model, cand.runtime, cand.device, opts, cand.precision,
                               _measured(chosen, summary))  # fmt: skip
@@ -109,8 +115,6 @@ def _share(record: Mapping[str, Any]) -> str:
 
 
 def render_markdown(summary: Mapping[str, Any], verdicts: Sequence[Verdict]) -> str:
-    from .optimize import _order
-
     dev = summary["device"]
     lines = [
         f"# edgedet optimize: {Path(summary['model']).name}",
@@ -127,7 +131,7 @@ def render_markdown(summary: Mapping[str, Any], verdicts: Sequence[Verdict]) -> 
         "outcome |",
         "|---|---:|---|---:|---:|---|",
     ]
-    for v in sorted(verdicts, key=_order):
+    for v in sorted(verdicts, key=verdict_order):
         loss = _fmt(v.drop) + (f" [{v.low:.2f}, {v.high:.2f}]" if v.low is not None else "")
         reason = v.reason.replace("|", "/").replace("\n", " ")[:300]
         lines.append(f"| {v.label} | {_fmt(v.map50_95, POINTS)} | {loss} | {_fmt(v.p50_ms)} | "

@@ -303,3 +303,32 @@ def run_sweep(
             one(i, k)
             bar.advance(task)
     return records
+
+
+def per_model_settings(
+    models: list[str], families: list[str] | None, names: list[str] | None
+) -> list[dict[str, Any]]:
+    """Pair ``--family`` / ``--names`` with the models that carry no meta.
+
+    One value applies to every model without meta; several must be one per such model, in
+    ``--model`` order (models with meta use their own and take none).
+    """
+    bare = [m for m in models if not has_meta(m)]
+    entries: list[dict[str, Any]] = [{"model": m} for m in models]
+    for key, values in (("family", families), ("names", names)):
+        if not values:
+            continue
+        if len(values) == 1:
+            assigned = dict.fromkeys(bare, values[0])
+        elif len(values) == len(bare):
+            assigned = dict(zip(bare, values))
+        else:
+            raise EdgedetError(
+                f"{len(values)} --{key} values for {len(bare)} model(s) without edgedet meta "
+                f"({', '.join(Path(m).name for m in bare) or 'none'}); give one --{key} for all "
+                "of them or one per model, in --model order"
+            )
+        for entry in entries:
+            if entry["model"] in assigned:
+                entry[key] = assigned[entry["model"]]
+    return entries

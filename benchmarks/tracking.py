@@ -106,7 +106,7 @@ def run_tracking_bench(args: argparse.Namespace, sequences: list[Path]) -> int:
     from edgedet.fileio import atomic_write_bytes
     from edgedet.workdir import check_out_dir
 
-    from .command import per_model_settings
+    from .sweep import per_model_settings
 
     out = check_out_dir(args.out)
     records: list[dict[str, Any]] = []

@@ -1,7 +1,8 @@
 """The package's import graph has no new circle.
 
 The graph is read from the source with `ast` (every ``import`` statement, lazy ones inside
-functions included), over the four folders the package is installed from. A submodule importing an
+functions included; imports under ``if TYPE_CHECKING:`` are not edges, they never run), over the
+four folders the package is installed from. A submodule importing an
 ancestor package is not an edge: Python initialises the parent first, and the parents reach their
 submodules only lazily. The one circle left is in the core and lazy on purpose: `meta` asks the
 decoder registry for a family's defaults, and the decoders read `meta` (`edgedet/meta.py` says so
@@ -48,13 +49,33 @@ def modules() -> dict[str, tuple[Path, bool]]:
     return out
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks."""
+    out: list[ast.AST] = []
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(node, ast.If) and _is_type_checking(node.test) and child in node.body:
+                continue
+            todo.append(child)
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     graph: dict[str, set[str]] = {}
     for name, (path, is_pkg) in mods.items():
         base = name if is_pkg else name.rsplit(".", 1)[0]
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

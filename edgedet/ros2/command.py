@@ -170,7 +170,7 @@ def run_ros2(args: argparse.Namespace) -> int:
     if transport == "rclpy":
         from .rclpy_node import run_rclpy
 
-        report = run_rclpy(args, config)
+        report = run_rclpy(args, config, load_detector, serve)
     else:
         report = _run_plain(args, config, transport)
     return finish(report, args.report)

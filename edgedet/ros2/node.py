@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import EdgedetError, InvalidInputError
+from ..errors import EdgedetError, InvalidInputError, SourceLostError
 from .convert import (
     SUPPORTED_ENCODINGS,
     MessageFactory,
@@ -233,12 +233,11 @@ def run_camera(
     delivering frames or cannot be opened counts as lost: reported, then reopened up to
     ``reconnect`` times ``reconnect_delay`` s apart; it resumes on success and the run ends with
     ``ended = "camera lost ..."`` (non-zero exit) when every attempt failed. Frames are stamped
-    with the wall clock when their detections are ready (``Detector.stream`` keeps no capture
-    time).
+    with their capture time (`edgedet.video.StreamResult.timestamp`, wall clock).
     """
-    live = isinstance(source, int) or str(source).lower().startswith(
-        ("rtsp://", "http://", "https://", "udp://")
-    )
+    from ..video import is_live
+
+    live = is_live(source)
     attempts = 0
     lost = False
     while True:
@@ -249,10 +248,13 @@ def run_camera(
                     node.report.camera_recovered += 1
                     log.warning("camera %s is back", source)
                 attempts = 0
-                node.on_frame(result.frame, Stamp.from_ns(time.time_ns()), result.detections)
+                stamp = Stamp.from_ns(int(round(result.timestamp * 1e9)))
+                node.on_frame(result.frame, stamp, result.detections)
                 if max_frames and node.report.received >= max_frames:
                     node.report.ended = f"max frames ({max_frames})"
                     return
+        except SourceLostError as err:  # it stopped or stalled; the frames it gave were yielded
+            log.info("%s", err)
         except InvalidInputError as err:  # could not open: unplugged, wrong index, bad URL
             if not live or (not lost and node.report.received == 0):
                 raise  # never opened: a setup error, not a lost camera

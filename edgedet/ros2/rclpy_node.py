@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -101,10 +101,18 @@ class RclpyOutput:
         self.node.destroy_publisher(self.publisher)  # Node.destroy_publisher: api/node.html
 
 
-def run_rclpy(args: argparse.Namespace, config: Any) -> Any:
-    """Run the node as ROS 2 node ``edgedet``; returns its `edgedet.ros2.node.NodeReport`."""
+def run_rclpy(
+    args: argparse.Namespace,
+    config: Any,
+    load_detector: Callable[[argparse.Namespace, Any], Any],
+    serve: Callable[..., Any],
+) -> Any:
+    """Run the node as ROS 2 node ``edgedet``; returns its `edgedet.ros2.node.NodeReport`.
+
+    ``config`` is the command's `edgedet.ros2.command.NodeConfig` (its fields are the node's
+    parameters); ``load_detector`` and ``serve`` are the command's, shared with the other
+    transports (passed in so this module does not import the command)."""
     rclpy = _require()
-    from .command import NodeConfig, load_detector, serve
 
     # rclpy.init(*, args=None, context=None), rclpy.create_node(node_name): api/init_shutdown.html
     rclpy.init(args=["edgedet", "--ros-args", *args.ros_args] if args.ros_args else None)
@@ -115,7 +123,7 @@ def run_rclpy(args: argparse.Namespace, config: Any) -> Any:
         # Node.declare_parameter(name, value), Node.get_parameter(name).value: api/node.html
         for name, default in config.as_parameters().items():
             ros.declare_parameter(name, default)
-        cfg = NodeConfig(**{f.name: ros.get_parameter(f.name).value for f in fields(NodeConfig)})
+        cfg = type(config)(**{f.name: ros.get_parameter(f.name).value for f in fields(config)})
         det = load_detector(args, cfg)
         inbox: list[Any] = []
 

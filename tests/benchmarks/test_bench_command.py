@@ -140,7 +140,7 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 @pytest.mark.testdata
 def test_family_per_model_without_meta(models_dir: Path) -> None:
-    from edgedet.benchmarks.command import per_model_settings
+    from edgedet.benchmarks.sweep import per_model_settings
 
     from edgedet.errors import EdgedetError
 

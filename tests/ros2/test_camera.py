@@ -46,6 +46,9 @@ class FakeCamera:
         self.i += 1
         return True, self.frames[self.i % len(self.frames)].copy()
 
+    def get(self, prop: int) -> float:  # OpenCV's name; 0.0 is its answer for "unknown"
+        return 0.0
+
     def release(self) -> None:
         pass
 
