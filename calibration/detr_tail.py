@@ -48,6 +48,7 @@ _INDEX_OPS = frozenset(
     {"Unsqueeze", "Squeeze", "Expand", "Tile", "Reshape", "Cast", "Div", "Mul", "Sub", "Add",
      "Floor", "Mod", "Concat", "Identity", "Flatten", "Slice", "Transpose"}
 )  # fmt: skip
+_LINEAR = frozenset({"MatMul", "Gemm"})
 #: Ops between two Linear layers of an MLP.
 _MLP_LINKS = frozenset({"Relu", "Add", "Reshape", "Transpose", "Identity", "Flatten"})
 
@@ -142,7 +143,7 @@ def _mlp_layers(head: Any, producer: dict[str, Any], initializers: set[str]) -> 
             if src is None:
                 break
             if src.op_type in COMPUTE_OPS:
-                prev = src
+                prev = src if src.op_type in _LINEAR else None  # a conv is the encoder's
                 break
             if src.op_type not in _MLP_LINKS:
                 break
@@ -189,7 +190,7 @@ def find_detr_decoder(model: Any) -> DetrDecoderTail | None:
         heads[name] = by_name[name]
     layers: dict[str, Any] = {}
     for head in heads.values():
-        if head.op_type in ("MatMul", "Gemm"):  # Linear heads; a conv head is a dense tail's
+        if head.op_type in _LINEAR:  # Linear heads; a conv head is a dense tail's
             for layer in _mlp_layers(head, producer, initializers):
                 layers[layer.name] = layer
     order = {n.name: i for i, n in enumerate(model.graph.node)}

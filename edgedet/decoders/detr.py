@@ -244,7 +244,7 @@ def _roles(
         if unknown:
             raise output_mismatch(NAME, f"meta names outputs {unknown} the model lacks", specs)
         roles = {k: str(v) for k, v in explicit.items()}
-    elif len(specs) == 1:
+    elif len(specs) == 1 and specs[0].name not in _RAW_NAMES["boxes"] and specs[0].shape[-1:] != (4,):
         roles = {"packed": specs[0].name}
     elif _find(names, _POST_NAMES["labels"]) is not None:
         roles = {role: n for role, c in _POST_NAMES.items() if (n := _find(names, c))}
