@@ -561,8 +561,10 @@ def resolve_meta(
     return meta.replace(**changes) if changes else meta
 
 
-#: Families whose outputs are finished detections or object queries, not a dense anchor grid.
+#: Families whose outputs are finished detections or object queries, not a dense anchor grid,
+#: and the built-in families that read a dense grid.
 _QUERY_FAMILIES = ("end2end", "detr")
+_GRID_FAMILIES = ("yolov8", "yolo11", "yolov5", "yolox", "nanodet", "edgedet")
 
 
 def _check_query_family(path: Path | None, carried: ModelMeta | None, family: str | None) -> None:
@@ -571,8 +573,12 @@ def _check_query_family(path: Path | None, carried: ModelMeta | None, family: st
     grid cells and NMS'd into garbage."""
     if carried is None or family is None or carried.family == family:
         return
-    if carried.family in _QUERY_FAMILIES and family not in _QUERY_FAMILIES:
-        kind = "a DETR-style (object query)" if carried.family == "detr" else "an end-to-end (NMS in the graph)"
+    if carried.family in _QUERY_FAMILIES and family in _GRID_FAMILIES:
+        kind = (
+            "a DETR-style (object query)"
+            if carried.family == "detr"
+            else "an end-to-end (one-to-one, NMS-free)"
+        )
         raise IncompatibleModelError(
             f"'{path}' is {kind} model: its metadata ({carried.source}) says family "
             f"'{carried.family}', and family '{family}' would read its rows as a dense grid; "

@@ -88,8 +88,15 @@ def test_detections_match_torch(detr_files: dict[str, Path]) -> None:
     )
 
 
-def test_detr_file_loaded_as_yolov8(detr_files: dict[str, Path], tmp_path: Path) -> None:
-    """An RT-DETR file with Ultralytics metadata read with --family yolov8: named error."""
+@pytest.mark.parametrize(
+    ("head", "family", "kind"),
+    [("RTDETRDecoder", "detr", "DETR-style"), ("Detect", "end2end", "one-to-one")],
+)
+def test_query_file_loaded_as_yolov8(
+    detr_files: dict[str, Path], tmp_path: Path, head: str, family: str, kind: str
+) -> None:
+    """An RT-DETR or a YOLO26 one-to-one file (Ultralytics metadata) read with --family yolov8:
+    an error naming the right family; without --family it loads as that family."""
     import onnx
 
     model = onnx.load(str(detr_files["topk6"]))
@@ -99,15 +106,16 @@ def test_detr_file_loaded_as_yolov8(detr_files: dict[str, Path], tmp_path: Path)
         "imgsz": f"[{dm.IMGSZ}, {dm.IMGSZ}]",
         "stride": "32",
         "task": "detect",
-        "head": "RTDETRDecoder",
+        "head": head,
+        "end2end": str(family == "end2end"),
         "version": "8.4.190",
     }.items():
         model.metadata_props.add(key=key, value=value)
-    path = tmp_path / "ultralytics_rtdetr.onnx"
+    path = tmp_path / f"ultralytics_{family}.onnx"
     onnx.save(model, str(path))
-    with edgedet.load(path) as det:  # its own metadata: family detr
-        assert det.meta.family == "detr" and det.meta.letterbox == "stretch"
-    with pytest.raises(IncompatibleModelError, match=r"DETR-style.*use family 'detr'"):
+    with edgedet.load(path) as det:  # its own metadata names the family
+        assert det.meta.family == family
+    with pytest.raises(IncompatibleModelError, match=rf"{kind}.*use family '{family}'"):
         edgedet.load(path, family="yolov8")
 
 
