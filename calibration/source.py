@@ -300,8 +300,9 @@ class CalibrationSource:
     def nncf_dataset(self, *, as_dict: bool = False) -> Any:
         """An ``nncf.Dataset`` over the images; its transform preprocesses one batch.
 
-        ``as_dict=False`` yields the single input array (what OpenVINO models take);
-        ``as_dict=True`` yields ``{input name: array}`` (what NNCF's ONNX backend takes).
+        ``as_dict=False`` yields the single input array (what OpenVINO models take), or the dict
+        when the model has several inputs; ``as_dict=True`` yields ``{input name: array}``
+        (what NNCF's ONNX backend takes).
         """
         import nncf
 
@@ -311,12 +312,10 @@ class CalibrationSource:
 
         def transform(chunk: Sequence[ImageEntry]) -> Any:
             feeds = self.preprocess_entries(chunk)
-            if as_dict:
+            if as_dict or len(feeds) != 1:
+                # several inputs (a DETR's image + orig_target_sizes): OpenVINO models take
+                # {input name: array} too
                 return feeds
-            if len(feeds) != 1:
-                raise CalibrationError(
-                    f"NNCF transform: the model takes {len(feeds)} inputs; use as_dict=True"
-                )
             return next(iter(feeds.values()))
 
         return nncf.Dataset(batches, transform)

@@ -19,6 +19,7 @@ from typing import Any
 
 from edgedet.errors import InvalidInputError
 
+from .detr_tail import find_detr_decoder
 from .tail import COMPUTE_OPS, DecodeTail, ensure_node_names, find_decode_tail, find_input_convs
 
 METHODS = ("minmax", "entropy", "percentile", "mse")
@@ -60,7 +61,9 @@ class CalibrationSpec:
             more accuracy (calibration/README.md).
         exclude_names / exclude_types / exclude_patterns: layers kept in float by node name, op
             type, or regular expression on the node name (``re.search``).
-        keep_decode_tail_float: keep the decode tail in float (see `edgedet.calibration.tail`).
+        keep_decode_tail_float: keep the decode tail in float (see `edgedet.calibration.tail`);
+            for a DETR-style graph also its query selection and score / box heads
+            (`edgedet.calibration.detr_tail`).
         keep_stem_float: keep the convs that read the input image in float
             (`edgedet.calibration.tail.find_input_convs`).
         head_convs: the head's last convs: ``auto`` (float for families in
@@ -235,6 +238,12 @@ def resolve_exclusions(
         if spec.keeps_head_convs_float(family):
             for name in tail.head_convs:
                 reasons.setdefault(name, "head conv")
+        detr = find_detr_decoder(model)  # query selection + box/score heads of a DETR
+        if detr is not None:
+            for name in detr.selection:
+                reasons.setdefault(name, "detr query selection")
+            for name in detr.heads:
+                reasons.setdefault(name, "detr head")
     if spec.keep_stem_float:
         for name in find_input_convs(model):
             reasons.setdefault(name, "stem")

@@ -46,7 +46,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--family",
         default=None,
-        help="decoder family for models without edgedet meta: yolov8, yolo11, yolov5, yolox, nanodet, end2end, edgedet",
+        help="decoder family for models without edgedet meta: yolov8, yolo11, yolov5, yolox, nanodet, end2end, detr, edgedet",
     )
     p.add_argument(
         "--names",
@@ -688,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--family",
         required=True,
-        help="decoder family: yolov8, yolo11, yolov5, yolox, nanodet, end2end, edgedet",
+        help="decoder family: yolov8, yolo11, yolov5, yolox, nanodet, end2end, detr, edgedet",
     )
     p.add_argument(
         "--names",

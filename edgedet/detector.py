@@ -16,6 +16,7 @@ import numpy as np
 from .boxes import NMS_METHODS, nms, soft_nms
 from .decoders import get_family, meta_from_family
 from .decoders.base import Candidates, Decoder
+from .decoders.detr import size_feed, size_input_name
 from .detections import Detections
 from .errors import (
     EdgedetError,
@@ -105,6 +106,9 @@ class Detector:
                 f"model meta names input '{self.meta.input_name}', but the model's inputs are "
                 f"{[s.name for s in specs]}"
             )
+        size_input = size_input_name(self.meta, specs)  # DETR exports' orig_target_sizes
+        if size_input is not None and len(specs) == 2:
+            return next(s for s in specs if s.name != size_input)
         if len(specs) != 1:
             raise IncompatibleModelError(
                 f"model has {len(specs)} inputs {[s.name for s in specs]}; edgedet feeds one image "
@@ -278,7 +282,12 @@ class Detector:
         batch, lbs = self.preprocessor(images)
         if self.input_spec.dtype != np.float32:
             batch = batch.astype(self.input_spec.dtype)
-        return {self.input_spec.name: batch}, lbs
+        feeds = {self.input_spec.name: batch}
+        size_input = size_input_name(self.meta, self.runtime.inputs)
+        if size_input is not None and size_input != self.input_spec.name:
+            spec = next(s for s in self.runtime.inputs if s.name == size_input)
+            feeds[size_input] = size_feed(spec.dtype, len(lbs), self.input_hw)
+        return feeds, lbs
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runtime.infer(feeds)  # type: ignore[no-any-return]
@@ -489,6 +498,7 @@ def resolve_meta(
         changes["class_names"] = resolve_class_names(changes["class_names"], allow_file=True)
     if meta is None:
         carried = read_meta(path) if path is not None else None
+        _check_query_family(path, carried, family)
         if carried is not None and (family is None or carried.family == family):
             meta = carried
         elif family is not None:
@@ -504,6 +514,31 @@ def resolve_meta(
                 f"once with `{import_command(path)}`"
             )
     return meta.replace(**changes) if changes else meta
+
+
+#: Families whose outputs are finished detections or object queries, not a dense anchor grid,
+#: and the built-in families that read a dense grid.
+_QUERY_FAMILIES = ("end2end", "detr")
+_GRID_FAMILIES = ("yolov8", "yolo11", "yolov5", "yolox", "nanodet", "edgedet")
+
+
+def _check_query_family(path: Path | None, carried: ModelMeta | None, family: str | None) -> None:
+    """Refuse decoding a file whose own metadata says end-to-end / DETR with a dense-grid family
+    (``--family yolov8`` on an RT-DETR or YOLO26 one-to-one export): its K rows would be read as
+    grid cells and NMS'd into garbage."""
+    if carried is None or family is None or carried.family == family:
+        return
+    if carried.family in _QUERY_FAMILIES and family in _GRID_FAMILIES:
+        kind = (
+            "a DETR-style (object query)"
+            if carried.family == "detr"
+            else "an end-to-end (one-to-one, NMS-free)"
+        )
+        raise IncompatibleModelError(
+            f"'{path}' is {kind} model: its metadata ({carried.source}) says family "
+            f"'{carried.family}', and family '{family}' would read its rows as a dense grid; "
+            f"use family '{carried.family}' (or leave the family out)"
+        )
 
 
 def _check_runtime_options(name: str, cls: type, opts: Mapping[str, Any]) -> None:

@@ -413,6 +413,8 @@ def ultralytics_meta(props: Mapping[str, str], where: str) -> ModelMeta | None:
             size = (side, side)
         end2end = str(props.get("end2end", "False")).lower() == "true"
         strides = tuple(s for s in (8, 16, 32, 64) if s <= stride)
+        if _is_ultralytics_rtdetr(props):
+            return _ultralytics_rtdetr_meta(props, names, size)
         return ModelMeta(
             family="end2end" if end2end else "yolov8",
             class_names=names,
@@ -428,6 +430,43 @@ def ultralytics_meta(props: Mapping[str, str], where: str) -> ModelMeta | None:
         raise IncompatibleModelError(
             f"{where}: unreadable Ultralytics metadata: {clip(str(err))}"
         ) from err
+
+
+def _is_ultralytics_rtdetr(props: Mapping[str, str]) -> bool:
+    """An Ultralytics RT-DETR export: ``head: RTDETRDecoder`` (8.3+), or its description names an
+    rtdetr model (older exports, whose metadata has no ``head``)."""
+    head = props.get("head")
+    if head is not None:
+        return head == "RTDETRDecoder"
+    return "rtdetr" in props.get("description", "").lower().replace("-", "")
+
+
+def _ultralytics_rtdetr_meta(
+    props: Mapping[str, str], names: tuple[str, ...], size: tuple[int, int] | None
+) -> ModelMeta:
+    """Family ``detr``: Ultralytics resizes RT-DETR inputs without keeping the aspect ratio
+    (``LetterBox(scale_fill=True)``); boxes are normalised cx, cy, w, h; scores are sigmoids. The
+    output is ``[B, 300, 6]`` (top-k in the graph, newer exports) or ``[B, 300, 4 + nc]``, told
+    apart by its shape (`edgedet.decoders.detr`)."""
+    from .protocol import ULTRALYTICS_RTDETR
+
+    return ModelMeta(
+        family="detr",
+        class_names=names,
+        input_size=size,
+        color="RGB",
+        scale=1 / 255,
+        letterbox="stretch",
+        pad_value=114,
+        options={
+            "box_format": "cxcywh",
+            "box_units": "normalized",
+            "scores": "probs",
+            "topk_in_graph": "auto",
+        },
+        source=f"ultralytics {clip(str(props.get('version', '')), 40)}".strip(),
+        eval_protocol=ULTRALYTICS_RTDETR.to_dict(),
+    )
 
 
 def read_meta(path: str | Path) -> ModelMeta | None:

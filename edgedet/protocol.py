@@ -251,6 +251,34 @@ END2END = EvalProtocol(
     "YOLOv10 validator",
 )
 
+#: DETR-style detectors (lyuwenyu/RT-DETR, D-FINE, DEIM): their ``PostProcessor`` takes
+#: ``scores = sigmoid(logits)`` and ``torch.topk(scores.flatten(1), num_top_queries=300)`` over all
+#: (query, class) pairs, with no score threshold and no NMS, and COCO-evaluates all 300. Here:
+#: every (query, class) pair scoring above 0 (``multi_label``), the best 300 kept, no NMS.
+#: Deployment: one label per query, score above 0.4 (D-FINE / DEIM ``tools/inference``
+#: ``draw(..., thrh=0.4)``; lyuwenyu's RT-DETR references draw above 0.6).
+DETR = EvalProtocol(
+    score_threshold=0.0,
+    iou_threshold=0.7,
+    multi_label=True,
+    max_detections=300,
+    nms="none",
+    deploy_score_threshold=0.4,
+    deploy_iou_threshold=0.7,
+    source="DETR PostProcessor (lyuwenyu/RT-DETR, D-FINE, DEIM): top 300 over queries x "
+    "classes by sigmoid score, no threshold, no NMS",
+)
+
+#: Ultralytics RT-DETR (``RTDETRDecoder.postprocess`` keeps the top ``max_det`` = 300 (query,
+#: class) pairs in the graph; ``models/rtdetr/val.py`` ``RTDETRValidator.postprocess`` keeps those
+#: scoring above ``conf`` = 0.001, cfg/default.yaml), no NMS. Prediction: conf 0.25.
+ULTRALYTICS_RTDETR = dataclasses.replace(
+    DETR,
+    score_threshold=0.001,
+    deploy_score_threshold=0.25,
+    source="Ultralytics RTDETRValidator (top 300 queries x classes, conf 0.001, no NMS)",
+)
+
 #: edgedet's own models: an anchor-free head with YOLOv8's box/class layout, TAL assignment and
 #: DFL (`edgedet.train`), so they are validated as Ultralytics validates that head (IoU 0.7,
 #: multi-label, 300 boxes). Before this protocol `edgedet train` validated at IoU 0.6 and bench

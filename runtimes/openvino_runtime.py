@@ -42,7 +42,10 @@ def _spec(port: Any, fallback: str) -> TensorSpec:
     pshape = port.get_partial_shape()
     shape = tuple(int(d.get_length()) if d.is_static else None for d in pshape)
     names = port.get_names()
-    name = port.get_any_name() if names else fallback
+    # A port may carry several tensor names once OpenVINO folds a no-op (an ONNX input feeding an
+    # Expand: {'orig_target_sizes', '/Expand_1_output_0'}); get_any_name() picks any of them.
+    # Prefer the graph's own names over torch-export internals ('/module/Op_output_0').
+    name = min(names, key=lambda n: (n.startswith("/"), n)) if names else fallback
     return TensorSpec(name, shape, np.dtype(port.get_element_type().to_dtype()))
 
 

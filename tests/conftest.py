@@ -28,3 +28,14 @@ def models_dir(testdata: Path) -> Path:
 @pytest.fixture(scope="session")
 def datasets_dir(testdata: Path) -> Path:
     return testdata / "datasets"
+
+
+@pytest.fixture(scope="session")
+def detr_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny trained DETR (tests/detr_models.py) exported in each DETR output layout."""
+    pytest.importorskip("torch")
+    from tests import detr_models as dm
+
+    folder = tmp_path_factory.mktemp("detr")
+    model = dm.load_state(dm.build_model())
+    return {lay: dm.export_layout(model, lay, folder / f"{lay}.onnx") for lay in dm.LAYOUTS}

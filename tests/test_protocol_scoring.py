@@ -41,6 +41,7 @@ def sample_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("yolox", 0.65, 0.001, False, None, "class_aware"),
         ("nanodet", 0.6, 0.05, True, 100, "class_aware"),
         ("end2end", 0.7, 0.001, False, 300, "none"),
+        ("detr", 0.7, 0.0, True, 300, "none"),
         ("edgedet", 0.7, 0.001, True, 300, "class_aware"),
     ],
 )

@@ -80,18 +80,43 @@ def make_yolov8_decoder(
         raise output_mismatch("yolov8", "expected a static output of rank 3 [B, 4+nc, N]", specs)
     a, b = int(shape[0]), int(shape[1])  # type: ignore[arg-type]
     nc = len(meta.class_names)
+    hint = _query_output_hint(a, b, meta, input_hw)
     if nc:
         if a == 4 + nc:
             return YoloV8Decoder(spec.name, nc, transposed=False)
-        if b == 4 + nc:
+        if b == 4 + nc and not (b == 6 and hint):
             return YoloV8Decoder(spec.name, nc, transposed=True)
         raise output_mismatch(
-            "yolov8", f"neither axis equals 4 + {nc} classes (the model's class names)", specs
+            "yolov8",
+            f"neither axis equals 4 + {nc} classes (the model's class names){hint}",
+            specs,
         )
     # No names: Ultralytics' own layout is [B, 4+nc, N] with far fewer channels than anchors.
     if a >= b or a <= 4:
-        raise output_mismatch("yolov8", "cannot tell classes from anchors; pass class names", specs)
+        raise output_mismatch(
+            "yolov8", f"cannot tell classes from anchors; pass class names{hint}", specs
+        )
     return YoloV8Decoder(spec.name, a - 4, transposed=False)
+
+
+def _query_output_hint(a: int, b: int, meta: ModelMeta, input_hw: tuple[int, int]) -> str:
+    """A pointer to the right family when ``[B, a, b]`` looks like K rows of a one-to-one
+    (``[B, K, 6]``) or DETR (``[B, Q, 4 + C]``) output: rows that are not the anchor grid of
+    the input size (sum over strides of ceil(h/s) * ceil(w/s)) and fewer columns than rows."""
+    h, w = input_hw
+    cells = sum(-(-h // s) * -(-w // s) for s in meta.strides)
+    if a == cells or b == cells or b >= a:
+        return ""
+    if b == 6:
+        return (
+            f" (a [B, {a}, 6] output holds {a} finished detections, not {cells} grid cells: "
+            "a one-to-one YOLOv10/YOLO26 export is family 'end2end', an RT-DETR export family "
+            "'detr')"
+        )
+    return (
+        f" ([B, {a}, {b}] is not the {cells}-cell grid of a {w}x{h} input: a DETR-style output "
+        f"of {a} queries is family 'detr')"
+    )
 
 
 FAMILY = Family(
