@@ -248,7 +248,7 @@ def run_camera(
                     node.report.camera_recovered += 1
                     log.warning("camera %s is back", source)
                 attempts = 0
-                stamp = Stamp.from_ns(int(round(result.timestamp * 1e9)))
+                stamp = Stamp.from_ns(round(result.timestamp * 1e9))
                 node.on_frame(result.frame, stamp, result.detections)
                 if max_frames and node.report.received >= max_frames:
                     node.report.ended = f"max frames ({max_frames})"
