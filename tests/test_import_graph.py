@@ -26,6 +26,7 @@ FOLDERS = {
 KNOWN_CORE_LOOP = {
     "edgedet.decoders",
     "edgedet.decoders.base",
+    "edgedet.decoders.detr",
     "edgedet.decoders.edgedet_family",
     "edgedet.decoders.end2end",
     "edgedet.decoders.nanodet",
