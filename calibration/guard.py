@@ -221,12 +221,14 @@ class OrtBuilder:
     def rank(
         self, images: Sequence[np.ndarray], progress: Callable[[int, int], None] | None = None
     ) -> SensitivityReport:
+        from .ort_int8 import calibration_errors
         from .sensitivity import layer_sensitivity
 
-        return layer_sensitivity(
-            self.model, self.source, self.spec, self.meta,
-            images=images, threads=self.threads, prepared=self.prepared, progress=progress,
-        )  # fmt: skip
+        with calibration_errors(self.model):  # it runs ORT's calibrator too
+            return layer_sensitivity(
+                self.model, self.source, self.spec, self.meta,
+                images=images, threads=self.threads, prepared=self.prepared, progress=progress,
+            )  # fmt: skip
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)

@@ -202,6 +202,22 @@ def _collect_chunked(calibrator: Any, source: CalibrationSource) -> None:
 # -- preparation --------------------------------------------------------------------------------
 
 
+
+@contextlib.contextmanager
+def calibration_errors(model_path: str | Path) -> Iterator[None]:
+    """Turn an error ONNX Runtime raises while it runs the calibration images (its session, run and
+    histogram errors are not one type; e.g. numpy's "Too many bins for data range" on a tensor with
+    a huge range) into a `CalibrationError` naming the model."""
+    try:
+        yield
+    except (CalibrationError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as err:
+        raise CalibrationError(
+            f"calibration of {model_path} failed while running the images: {type(err).__name__}: {err}"
+        ) from err
+
+
 @dataclass
 class PreparedModel:
     """A float model ready for quantization (pre-processed, nodes named) in a work folder."""
@@ -450,16 +466,8 @@ def quantize_onnx(
             prepared = prepare(model_path, work)
         model = onnx.load(str(prepared.path), load_external_data=False)
         exclusion = resolve_exclusions(model, spec, meta.family, extra=keep_float)
-        try:
+        with calibration_errors(model_path):
             calibrate_ranges(prepared, source, spec)
-        except CalibrationError:
-            raise
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as err:  # ORT's session/run errors are not one type
-            raise CalibrationError(
-                f"calibration of {model_path} failed while running the images: {type(err).__name__}: {err}"
-            ) from err
         tmp_q = work / "quantized.onnx"
         quantize_prepared(prepared, spec, tmp_q, nodes_to_exclude=exclusion.names)
         record = calibration_record(

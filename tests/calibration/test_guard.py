@@ -319,3 +319,29 @@ def test_tensorrt_int8_is_checked_where_its_format_runs(
     report = json.loads((tmp_path / "q.calibration.json").read_text())
     assert report["checked_on"] == "onnxruntime" and report["fidelity"]["runtime"] == "onnxruntime"
     assert report["spec"]["symmetric_activations"] is True
+
+
+def test_an_ort_calibrator_error_in_the_guard_is_a_calibration_error(
+    tiny_model: Path, tiny_detector: Any, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT's histogram calibrator can raise numpy's ValueError on a tensor with a huge range (a
+    trained RT-DETR did); the guard's ranking runs that calibrator too and must report it as a
+    CalibrationError naming the model, not a traceback. The error is injected at our own
+    sensitivity function; ONNX Runtime itself is not replaced."""
+    from edgedet.calibration import sensitivity
+    from edgedet.calibration.guard import OrtBuilder
+    from edgedet.calibration.spec import CalibrationSpec
+
+    from edgedet.errors import CalibrationError
+
+    def too_many_bins(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("Too many bins for data range. Cannot create 9319286 finite-sized bins.")
+
+    monkeypatch.setattr(sensitivity, "layer_sensitivity", too_many_bins)
+    source = CalibrationSource(tiny_detector, images=image_dir, num=4)
+    builder = OrtBuilder(tiny_model, source, CalibrationSpec(), read_meta(tiny_model))
+    try:
+        with pytest.raises(CalibrationError, match=r"running the images: ValueError: Too many bins"):
+            builder.rank([np.zeros((32, 32, 3), np.uint8)])
+    finally:
+        builder.close()
