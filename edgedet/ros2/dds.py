@@ -69,7 +69,7 @@ def idl_type(typename: str) -> Any:
         if kind == 1:  # BASE: (name, string bound)
             name, bound = spec
             if name == "string":
-                return t.bounded_str[bound] if bound else str
+                return t.bounded_str[bound] if bound else str  # type: ignore[misc]
             if name not in base:
                 raise InvalidInputError(f"message type {typename}: unsupported field type {name}")
             return base[name]
@@ -77,11 +77,11 @@ def idl_type(typename: str) -> Any:
             return idl_type(spec)
         sub, length = spec
         if kind == 3:  # ARRAY
-            return t.array[resolve(sub), length]
+            return t.array[resolve(sub), length]  # type: ignore[misc]
         # uint8[] stays a sequence of uint8: cyclonedds' faster ``bytes`` field has no XTypes
         # type object, so the topic could not be created (about 80 ms to write and 25 ms to read
         # a 640x480 bgr8 image in pure Python: see docs/ros2.md)
-        return t.sequence[resolve(sub), length] if length else t.sequence[resolve(sub)]
+        return t.sequence[resolve(sub), length] if length else t.sequence[resolve(sub)]  # type: ignore[misc]
 
     _, fields = typestore().fielddefs[typename]
     pkg, _, name = typename.split("/")
@@ -204,7 +204,7 @@ class DdsReader:
             # included) to ``topic.data_type.deserialize`` (cyclonedds/sub.py); wrapping that one
             # call keeps them. A subclass of the IDL type cannot be used: cyclonedds derives a
             # new XTypes type object for it and refuses the topic.
-            self._topic.data_type = _RawCapture(
+            self._topic.data_type = _RawCapture(  # type: ignore[assignment]
                 self._topic.data_type, typename if decode_with_rosbags else None
             )
         self._cond = ReadCondition(self.reader, SampleState.Any | ViewState.Any | InstanceState.Any)

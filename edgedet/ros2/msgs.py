@@ -109,7 +109,7 @@ class BagOutput:
             shutil.rmtree(self._partial)  # leftover of a crashed run under the temporary name
         self.topic = topic
         self.make = factory()
-        self._writer = Writer(self._partial, version=8, storage_plugin=plugins[storage])
+        self._writer: Any = Writer(self._partial, version=8, storage_plugin=plugins[storage])
         self._writer.open()
         self._conn = self._writer.add_connection(topic, DETECTION_ARRAY, typestore=typestore())
         self.count = 0
