@@ -134,8 +134,17 @@ def device_fingerprint(runtime: str, root: str | Path = "/") -> dict[str, Any]:
 
 
 def uses_gpu(runtime: str, device: str | None) -> bool:
-    d = (device or "").lower()
-    return runtime == "tensorrt" or d.startswith(("cuda", "gpu", "dla", "tensorrt"))
+    """True when the profile runs on an accelerator: its device names one, or its runtime
+    declares no CPU device (`RuntimeCapabilities.devices`, e.g. TensorRT: cuda, dla)."""
+    if (device or "").lower().startswith(("cuda", "gpu", "dla", "tensorrt")):
+        return True
+    from .errors import EdgedetError
+    from .runtimes.registry import runtime_capabilities
+
+    try:
+        return "cpu" not in runtime_capabilities(runtime).devices
+    except EdgedetError:  # a runtime this install does not know: judge by the device alone
+        return False
 
 
 @dataclass(frozen=True)
