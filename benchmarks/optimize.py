@@ -149,9 +149,9 @@ def enumerate_candidates(
         for fmt in caps.int8_formats:
             builder = _calib_runtime_for(fmt, name)
             combos.append(("int8", Artifact(fmt, "int8", builder, suffix=_suffix(fmt)), ""))
-            if name == "onnxruntime" and fmt == "qdq_onnx":
-                combos.append(("int8", Artifact(ORT_FAST, "int8", builder, scope="all"),
-                               "every op quantized: ORT fuses QLinear kernels"))  # fmt: skip
+            if fmt == "qdq_onnx" and caps.int8_fused_scope:
+                art = Artifact(ORT_FAST, "int8", builder, scope=caps.int8_fused_scope)
+                combos.append(("int8", art, "every op quantized: ORT fuses QLinear kernels"))
         info = probe(name)
         for prec, art, note in combos:
             if precisions and prec not in precisions:

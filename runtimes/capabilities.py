@@ -69,6 +69,10 @@ class RuntimeCapabilities:
         builds_engine: builds a fixed engine from an ONNX model at load, so it takes
             ``input_size`` (fixes a dynamic H/W) and ``max_batch`` (the dynamic-batch profile's
             largest batch) options.
+        int8_fused_scope: a ``calibrate --scope`` whose QDQ file this runtime fuses into
+            integer kernels, when its accurate default scope runs slower than float (ONNX
+            Runtime's CPU provider fuses DQ->Conv->Q only when the conv output is quantized too:
+            docs/optimize.md); ``edgedet optimize`` adds that variant as a candidate.
     """
 
     devices: tuple[str, ...]
@@ -80,6 +84,7 @@ class RuntimeCapabilities:
     async_infer: bool = False
     precision_from_meta: bool = False
     builds_engine: bool = False
+    int8_fused_scope: str | None = None
 
     def __post_init__(self) -> None:
         for p in (*self.precisions, *self.precision_option):
@@ -106,6 +111,7 @@ class RuntimeCapabilities:
             "async_infer": self.async_infer,
             "precision_from_meta": self.precision_from_meta,
             "builds_engine": self.builds_engine,
+            "int8_fused_scope": self.int8_fused_scope,
         }
 
 
@@ -115,6 +121,7 @@ ONNXRUNTIME = RuntimeCapabilities(
     threads=True,
     int8_formats=("qdq_onnx",),
     async_infer=True,
+    int8_fused_scope="all",
 )
 OPENVINO = RuntimeCapabilities(
     devices=("cpu", "gpu", "npu", "auto"),
