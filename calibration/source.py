@@ -32,11 +32,11 @@ from .spec import MIN_TRUSTED_IMAGES
 log = logging.getLogger("edgedet.calibration")
 
 
-
 class Preprocesses(Protocol):
-    """What a source needs from a model: `edgedet.Detector.preprocess`."""
+    """What a source needs from a model: `edgedet.Detector.model_feeds` (the float input of the
+    model file, whatever pre-processing the detector's runtime runs in its own graph)."""
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], Any]: ...
+    def model_feeds(self, images: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], Any]: ...
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ class CalibrationSource:
         return image
 
     def preprocess_entries(self, entries: Sequence[ImageEntry]) -> dict[str, np.ndarray]:
-        feeds, _ = self.model.preprocess([self.load_image(e) for e in entries])
+        feeds, _ = self.model.model_feeds([self.load_image(e) for e in entries])
         return {k: np.ascontiguousarray(v) for k, v in feeds.items()}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

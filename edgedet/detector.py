@@ -27,7 +27,7 @@ from .errors import (
 )
 from .hints import arg as _arg
 from .meta import ModelMeta, read_meta, resolve_class_names
-from .preprocess import LetterboxMeta, Preprocessor
+from .preprocess import LetterboxMeta, PixelTransform, Preprocessor
 from .validate import brief
 from .video import StreamResult as StreamResult  # its home is edgedet.video
 
@@ -60,11 +60,19 @@ class Detector:
     ):
         self.runtime = runtime
         self.meta = meta
+        # set when the runtime converts letterboxed uint8 BGR pixels inside its graph
+        self.pixel_transform: PixelTransform | None = getattr(runtime, "pixel_transform", None)
         self.input_spec = self._input_spec()
         self.input_hw = self._input_hw()
         if meta.input_size is None:
             self.meta = meta = meta.replace(input_size=self.input_hw)
         self.preprocessor = Preprocessor(meta, self.input_hw)
+        if self.pixel_transform is not None and self.pixel_transform != self.preprocessor.transform:
+            raise IncompatibleModelError(
+                f"the runtime converts pixels as {self.pixel_transform} but the model's meta "
+                f"says {self.preprocessor.transform}; load the runtime with the meta's "
+                "pixel_transform (edgedet.load does) or without one"
+            )
         family = get_family(meta.family)
         self.decoder: Decoder = family.make_decoder(meta, runtime.outputs, self.input_hw)
         if not meta.class_names:
@@ -123,7 +131,8 @@ class Detector:
                 f"model input '{self.input_spec.name}' has shape {list(shape)}; expected an image "
                 "tensor [N, 3, H, W] or [N, H, W, 3]"
             )
-        hw = (shape[2], shape[3]) if self.meta.layout == "NCHW" else (shape[1], shape[2])
+        nchw = self.meta.layout == "NCHW" and self.pixel_transform is None
+        hw = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
         if self.meta.input_size is not None:
             if all(isinstance(d, int) for d in hw) and tuple(hw) != tuple(self.meta.input_size):
                 raise IncompatibleModelError(
@@ -278,16 +287,37 @@ class Detector:
     def preprocess(
         self, images: Sequence[np.ndarray]
     ) -> tuple[dict[str, np.ndarray], list[LetterboxMeta]]:
-        """Images -> feeds for the runtime, and how each image was letterboxed."""
+        """Images -> feeds for the runtime, and how each image was letterboxed.
+
+        The image feed is the model's float input, or, where the runtime converts pixels in its
+        graph (``pixel_transform`` set), the letterboxed uint8 (N, H, W, 3) BGR batch. For the
+        model file's own float input (calibration, another runtime), use `model_feeds`.
+        """
+        if self.pixel_transform is not None:
+            batch, lbs = self.preprocessor.pixels(images)
+            return self._with_size_input({self.input_spec.name: batch}, lbs), lbs
+        return self.model_feeds(images)
+
+    def model_feeds(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], list[LetterboxMeta]]:
+        """Images -> the float feeds the model file itself takes (whatever the runtime embeds),
+        and how each image was letterboxed."""
         batch, lbs = self.preprocessor(images)
-        if self.input_spec.dtype != np.float32:
-            batch = batch.astype(self.input_spec.dtype)
-        feeds = {self.input_spec.name: batch}
+        dtype = self.input_spec.dtype if self.pixel_transform is None else np.float32
+        if dtype != np.float32:
+            batch = batch.astype(dtype)
+        return self._with_size_input({self.input_spec.name: batch}, lbs), lbs
+
+    def _with_size_input(
+        self, feeds: dict[str, np.ndarray], lbs: Sequence[LetterboxMeta]
+    ) -> dict[str, np.ndarray]:
+        """``feeds`` plus the DETR exports' image-size input where the model has one."""
         size_input = size_input_name(self.meta, self.runtime.inputs)
         if size_input is not None and size_input != self.input_spec.name:
             spec = next(s for s in self.runtime.inputs if s.name == size_input)
             feeds[size_input] = size_feed(spec.dtype, len(lbs), self.input_hw)
-        return feeds, lbs
+        return feeds
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runtime.infer(feeds)  # type: ignore[no-any-return]
@@ -441,6 +471,7 @@ class Detector:
         if hasattr(self.runtime, "describe"):
             info.update(self.runtime.describe())
         info.setdefault("precision", getattr(self.runtime, "precision", self.meta.precision))
+        info.setdefault("preprocessing", "numpy/OpenCV")
         info.update(
             {
                 "family": self.meta.family,
@@ -623,6 +654,8 @@ def load(
                 and resolved.precision in declared.precision_option
             ):
                 opts["precision"] = resolved.precision
+            if declared.pixel_input and "pixel_transform" not in opts:
+                opts["pixel_transform"] = PixelTransform.from_meta(resolved)
             if declared.builds_engine and "input_size" not in opts and resolved.input_size:
                 opts["input_size"] = tuple(resolved.input_size)  # fixes a dynamic H/W build
             _check_runtime_options(name, cls, opts)

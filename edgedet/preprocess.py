@@ -148,23 +148,57 @@ def letterbox(
     return out, LetterboxMeta(nw / w, nh / h, float(left), float(top), (h, w), (th, tw))
 
 
+@dataclass(frozen=True)
+class PixelTransform:
+    """How a letterboxed H×W×3 uint8 BGR image becomes the model's float32 input.
+
+    Reverse the channels when ``swap_rb`` (BGR -> RGB), then per channel, in the model's channel
+    order, ``x = pixel * gain[c] + bias[c]``; the model's input is laid out as ``layout``
+    (``NCHW`` or ``NHWC``). A runtime that can run these steps inside its graph (OpenVINO's
+    PrePostProcessor) takes the uint8 N×H×W×3 BGR batch instead (`Preprocessor.pixels`).
+    """
+
+    gain: tuple[float, float, float]
+    bias: tuple[float, float, float]
+    swap_rb: bool
+    layout: str
+
+    @classmethod
+    def from_meta(cls, meta: ModelMeta) -> PixelTransform:
+        mean = np.array(meta.mean if meta.mean is not None else (0.0, 0.0, 0.0), np.float64)
+        std = np.array(meta.std if meta.std is not None else (1.0, 1.0, 1.0), np.float64)
+        # x = (p * scale - mean) / std  ==  p * gain + bias, per channel in the model's order.
+        gain = (meta.scale / std).astype(np.float32)
+        bias = (-mean / std).astype(np.float32)
+        return cls(
+            gain=(float(gain[0]), float(gain[1]), float(gain[2])),
+            bias=(float(bias[0]), float(bias[1]), float(bias[2])),
+            swap_rb=meta.color == "RGB",
+            layout=meta.layout,
+        )
+
+    @property
+    def identity(self) -> bool:
+        """No scaling and no offset: the model takes the pixel values as they are."""
+        return all(g == 1.0 for g in self.gain) and all(b == 0.0 for b in self.bias)
+
+
 class Preprocessor:
     """Turns BGR uint8 images into one float32 batch the model expects, per its `ModelMeta`.
 
     Calling it returns ``(batch, metas)``: batch float32 (N, 3, H, W) or (N, H, W, 3) by
-    ``meta.layout``; one `LetterboxMeta` per image.
+    ``meta.layout``; one `LetterboxMeta` per image. `pixels` stops before the float conversion,
+    for runtimes that convert inside their graph.
     """
 
     def __init__(self, meta: ModelMeta, input_hw: tuple[int, int]):
         self.meta = meta
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
-        mean = np.array(meta.mean if meta.mean is not None else (0.0, 0.0, 0.0), np.float64)
-        std = np.array(meta.std if meta.std is not None else (1.0, 1.0, 1.0), np.float64)
-        # x = (p * scale - mean) / std  ==  p * gain + bias, per channel in the model's order.
-        self._gain = (meta.scale / std).astype(np.float32)
-        self._bias = (-mean / std).astype(np.float32)
-        self._identity = bool(np.all(self._gain == 1.0) and np.all(self._bias == 0.0))
-        self._swap_rb = meta.color == "RGB"
+        self.transform = PixelTransform.from_meta(meta)
+        self._gain = np.array(self.transform.gain, np.float32)
+        self._bias = np.array(self.transform.bias, np.float32)
+        self._identity = self.transform.identity
+        self._swap_rb = self.transform.swap_rb
         self._nchw = meta.layout == "NCHW"
 
     def fit(self, image: np.ndarray) -> tuple[np.ndarray, LetterboxMeta]:
@@ -189,6 +223,22 @@ class Preprocessor:
         batch = np.empty(shape, np.float32)
         for i, fitted in enumerate(boxed):
             self._write(fitted, batch[i])
+        return batch, metas
+
+    def pixels(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxMeta]]:
+        """Letterbox only: ``(batch, metas)`` with batch uint8 (N, H, W, 3) in BGR order, the
+        input of a runtime that applies `transform` in its graph. One image is returned without
+        a copy into a batch buffer."""
+        if len(images) == 0:
+            raise InvalidInputError("no images to preprocess")
+        boxed, metas = [], []
+        for image in images:
+            fitted, lb = letterbox(
+                as_bgr_image(image), self.input_hw, self.meta.letterbox, self.meta.pad_value
+            )
+            boxed.append(fitted)
+            metas.append(lb)
+        batch = boxed[0][None] if len(boxed) == 1 else np.stack(boxed)
         return batch, metas
 
     def _write(self, fitted: np.ndarray, dst: np.ndarray) -> None:

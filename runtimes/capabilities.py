@@ -73,6 +73,9 @@ class RuntimeCapabilities:
             integer kernels, when its accurate default scope runs slower than float (ONNX
             Runtime's CPU provider fuses DQ->Conv->Q only when the conv output is quantized too:
             docs/optimize.md); ``edgedet optimize`` adds that variant as a candidate.
+        pixel_input: takes a ``pixel_transform`` option (`edgedet.preprocess.PixelTransform`):
+            its image input then takes letterboxed uint8 BGR pixels and the conversion to the
+            model's float input runs inside its graph; `edgedet.load` passes the model's own.
     """
 
     devices: tuple[str, ...]
@@ -85,6 +88,7 @@ class RuntimeCapabilities:
     precision_from_meta: bool = False
     builds_engine: bool = False
     int8_fused_scope: str | None = None
+    pixel_input: bool = False
 
     def __post_init__(self) -> None:
         for p in (*self.precisions, *self.precision_option):
@@ -112,6 +116,7 @@ class RuntimeCapabilities:
             "precision_from_meta": self.precision_from_meta,
             "builds_engine": self.builds_engine,
             "int8_fused_scope": self.int8_fused_scope,
+            "pixel_input": self.pixel_input,
         }
 
 
@@ -131,6 +136,7 @@ OPENVINO = RuntimeCapabilities(
     int8_formats=("openvino_ir", "qdq_onnx"),
     async_infer=True,
     precision_from_meta=True,
+    pixel_input=True,
 )
 TENSORRT = RuntimeCapabilities(
     devices=("cuda", "dla"),

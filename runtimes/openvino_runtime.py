@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import openvino as ov
@@ -28,6 +28,9 @@ from edgedet.errors import InvalidInputError, ModelLoadError, RuntimeUnavailable
 from .async_pool import InferPool
 from .base import RuntimeBase, TensorSpec
 from .capabilities import OPENVINO, RuntimeCapabilities, normalize_precision
+
+if TYPE_CHECKING:
+    from edgedet.preprocess import PixelTransform
 
 _PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # edgedet -> INFERENCE_PRECISION_HINT
 _HINTS = {
@@ -49,6 +52,55 @@ def _spec(port: Any, fallback: str) -> TensorSpec:
     return TensorSpec(name, shape, np.dtype(port.get_element_type().to_dtype()))
 
 
+#: CPU plugin layer types whose runtime precision is the model's arithmetic precision
+_COMPUTE_LAYERS = frozenset(
+    {"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution", "Gemm"}
+)
+
+
+def _is_compute(rt_info: Any) -> bool:
+    return "layerType" not in rt_info or rt_info["layerType"].astype(str) in _COMPUTE_LAYERS
+
+
+def _image_input(model: Any, layout: str) -> str | None:
+    """Name of the model's one image input (rank 4, 3 channels where ``layout`` puts them)."""
+    axis = layout.index("C")
+    found = []
+    for port in model.inputs:
+        pshape = port.get_partial_shape()
+        if pshape.rank.is_static and pshape.rank.get_length() == 4:
+            dim = pshape[axis]
+            if dim.is_dynamic or dim.get_length() == 3:
+                found.append(port.get_any_name())
+    return found[0] if len(found) == 1 else None
+
+
+def _embed_pixel_transform(model: Any, t: PixelTransform) -> tuple[Any, PixelTransform | None]:
+    """``model`` with its image input taking uint8 N×H×W×3 BGR and ``t`` run in the graph.
+
+    OpenVINO's preprocessing API (docs.openvino.ai, "Optimize Preprocessing" ->
+    "Preprocessing API - details"): the tensor is declared u8 NHWC, the model keeps its layout,
+    and the steps convert_element_type(f32), reverse_channels (BGR -> RGB), mean, scale become
+    graph operations the CPU plugin fuses into the first layers. ``(x - mean) / scale`` with
+    ``mean = -bias / gain`` and ``scale = 1 / gain`` is ``x * gain + bias``.
+    """
+    from openvino.preprocess import PrePostProcessor
+
+    name = _image_input(model, t.layout)
+    if name is None or any(g == 0.0 for g in t.gain):
+        return model, None
+    ppp = PrePostProcessor(model)
+    port = ppp.input(name)
+    port.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    port.model().set_layout(ov.Layout(t.layout))
+    steps = port.preprocess().convert_element_type(ov.Type.f32)
+    if t.swap_rb:
+        steps.reverse_channels()
+    if not t.identity:
+        steps.mean([-b / g for b, g in zip(t.bias, t.gain)]).scale([1.0 / g for g in t.gain])
+    return ppp.build(), t
+
+
 class OpenVinoRuntime(RuntimeBase):
     """A compiled OpenVINO model.
 
@@ -61,6 +113,12 @@ class OpenVinoRuntime(RuntimeBase):
         streams, threads: ``NUM_STREAMS`` / ``INFERENCE_NUM_THREADS`` (None: plugin default).
         cache_dir: compiled-blob cache (speeds up the next load).
         requests: size of the async infer queue (None: the plugin's optimal number).
+        pixel_transform: an `edgedet.preprocess.PixelTransform`: the image input then takes the
+            letterboxed uint8 N×H×W×3 BGR batch and OpenVINO's PrePostProcessor converts it
+            inside the compiled graph (where the plugin fuses it with the first layers) instead
+            of numpy doing it before every call. `edgedet.load` passes the model's own; None
+            (default here) keeps the model's float input. `pixel_transform` says what was
+            embedded (None when the model has no single N×3×H×W / N×H×W×3 image input).
 
     Safe to share between threads: ``infer`` runs on one ``InferRequest`` per calling thread
     (see the module docstring); ``submit`` / ``wait_all`` share one thread pool.
@@ -80,6 +138,7 @@ class OpenVinoRuntime(RuntimeBase):
         threads: int | None = None,
         cache_dir: str | Path | None = None,
         requests: int | None = None,
+        pixel_transform: PixelTransform | None = None,
     ):
         self.device = (device or "CPU").upper()
         precision = normalize_precision(
@@ -116,6 +175,9 @@ class OpenVinoRuntime(RuntimeBase):
             ov_model = self.core.read_model(str(path))
         except RuntimeError as err:
             raise ModelLoadError(f"openvino could not read {path}: {err}") from err
+        self.pixel_transform = None
+        if pixel_transform is not None:
+            ov_model, self.pixel_transform = _embed_pixel_transform(ov_model, pixel_transform)
         try:
             self.compiled = self.core.compile_model(ov_model, self.device, config)
         except RuntimeError as err:
@@ -140,7 +202,9 @@ class OpenVinoRuntime(RuntimeBase):
             kinds = set()
             for op in runtime_model.get_ops():
                 info = op.get_rt_info()
-                if "runtimePrecision" in info:
+                # compute layers only: a uint8 pixel input (pixel_transform) moves u8 data
+                # through Input/Transpose/Subgraph layers of a float model
+                if "runtimePrecision" in info and _is_compute(info):
                     kinds.add(info["runtimePrecision"].astype(str))
             if kinds & {"i8", "u8"}:
                 return "int8"
@@ -215,6 +279,9 @@ class OpenVinoRuntime(RuntimeBase):
             "hint": self.hint,
             "precision": self.precision,
             "precision_requested": self.requested_precision,
+            "preprocessing": "in graph (OpenVINO PrePostProcessor)"
+            if self.pixel_transform is not None
+            else "numpy/OpenCV",
         }
 
     def _device_name(self) -> str:
