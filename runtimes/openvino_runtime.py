@@ -228,6 +228,20 @@ class OpenVinoRuntime(RuntimeBase):
             for spec, port in zip(self.outputs, self.compiled.outputs)
         }
 
+    def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        if self.pixel_transform is not None:
+            for spec in self.inputs:
+                arr = feeds.get(spec.name)
+                if spec.dtype == np.uint8 and arr is not None and arr.dtype != np.uint8:
+                    raise InvalidInputError(
+                        f"input '{spec.name}' of this OpenVINO runtime takes letterboxed uint8 "
+                        f"N×H×W×3 BGR pixels (it converts them in its graph: pixel_transform), "
+                        f"got {arr.dtype} {tuple(arr.shape)}; feed Detector.preprocess's output, "
+                        "or load with runtime_options={'pixel_transform': None} to feed the "
+                        "model's float input (Detector.model_feeds)"
+                    )
+        super()._check_feeds(feeds)
+
     def _thread_request(self) -> Any:
         """The calling thread's ``InferRequest`` (freed with the thread)."""
         request = getattr(self._local, "request", None)

@@ -15,7 +15,7 @@ import pytest
 
 import edgedet
 from edgedet.assets import sample_model_path
-from edgedet.errors import IncompatibleModelError
+from edgedet.errors import IncompatibleModelError, InvalidInputError
 from edgedet.preprocess import PixelTransform
 
 MODELS = [
@@ -56,6 +56,8 @@ def test_in_graph_pixels_match_the_float_input(
     assert pixels.dtype == np.uint8 and pixels.shape == (1, *embedded.input_hw, 3)
     float_feeds, _ = embedded.model_feeds([image])
     assert float_feeds[embedded.input_spec.name].dtype == np.float32
+    with pytest.raises(InvalidInputError, match="model_feeds"):  # float into a pixel input
+        embedded.infer(float_feeds)
     got = embedded.infer(feeds)
     want = plain.infer(plain.preprocess([image])[0])
     for (k, a), b in zip(got.items(), want.values()):
