@@ -1,0 +1,113 @@
+"""``benchmarks.compare_ultralytics``: the harness logic (round order, per-round ratio, detection
+matching, report) and its error when Ultralytics is missing. Ultralytics itself is not an edgedet
+dependency and no test needs it; the timed comparison is run by hand (docs/optimize.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgedet.benchmarks import compare_ultralytics as cu
+
+from edgedet.errors import InvalidInputError, RuntimeUnavailableError
+
+BOXES = np.array([[10, 10, 50, 60], [100, 20, 140, 90], [12, 11, 49, 61]], np.float32)
+SCORES = np.array([0.9, 0.8, 0.3], np.float32)
+CLASSES = np.array([0, 2, 5])
+
+
+def test_matching_pairs_boxes_by_class_and_iou() -> None:
+    same = cu.match_detections((BOXES, SCORES, CLASSES), (BOXES, SCORES, CLASSES))
+    assert same == {"count_edgedet": 3, "count_ultralytics": 3, "matched": 3, "min_iou": 1.0,
+                    "max_corner_px": 0.0, "max_score_diff": 0.0}  # fmt: skip
+    moved = BOXES.copy()
+    moved[1] += 2.0  # 2 px shift of the class-2 box
+    other = CLASSES.copy()
+    other[2] = 0  # the third box now has class 0: it must not pair with the other class-0 box twice
+    m = cu.match_detections((BOXES, SCORES, CLASSES), (moved, SCORES - 0.01, other))
+    assert m["matched"] == 2 and m["max_corner_px"] == pytest.approx(2.0)
+    assert m["max_score_diff"] == pytest.approx(0.01, abs=1e-6)
+    assert 0.8 < m["min_iou"] < 1.0
+    fewer = cu.match_detections((BOXES, SCORES, CLASSES), (BOXES[:1], SCORES[:1], CLASSES[:1]))
+    assert (fewer["count_ultralytics"], fewer["matched"]) == (1, 1)
+    total = cu.summarize_matches([same, m, fewer])
+    assert total["images_same_count"] == 2 and total["images_all_matched"] == 1
+    assert total["matched"] == 6 and total["detections_edgedet"] == 9
+    empty = cu.match_detections((BOXES[:0], SCORES[:0], CLASSES[:0]), (BOXES, SCORES, CLASSES))
+    assert empty["matched"] == 0 and empty["min_iou"] is None
+
+
+def _path(name: str, delay_s: float, calls: list[str]) -> cu.Path_:
+    """A stand-in for one tool (the harness is under test, not the tools): sleeps, returns
+    fixed detections."""
+
+    def run(frame: np.ndarray) -> cu.Dets:
+        calls.append(name)
+        time.sleep(delay_s)
+        return BOXES, SCORES, CLASSES
+
+    return cu.Path_(name, run, lambda f: (0.1, delay_s * 1e3, 0.1), lambda c, i: None,
+                    lambda: {"conf": 0.25, "iou": 0.7})  # fmt: skip
+
+
+def test_rounds_alternate_and_ratio_is_per_round() -> None:
+    calls: list[str] = []
+    paths = [_path(cu.EDGEDET, 0.002, calls), _path(cu.ULTRALYTICS, 0.004, calls)]
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 3
+    E, U = cu.EDGEDET, cu.ULTRALYTICS
+    cu.run_setting(paths, frames, rounds=2, log=lambda s: None, interleave="pass")
+    assert calls == [E, E, E, U, U, U, U, U, U, E, E, E]  # round 2 starts with the other
+    calls.clear()
+    result = cu.run_setting(paths, frames, rounds=2, log=lambda s: None)  # by image
+    assert calls == [E, U, U, E, E, U, U, E, E, U, U, E]  # order alternates per image
+    assert [r["order"] for r in result["rounds"]] == [[E, U], [U, E]]
+    for rnd in result["rounds"]:
+        ours = rnd["paths"][E]["e2e_ms"]["p50"]
+        theirs = rnd["paths"][U]["e2e_ms"]["p50"]
+        assert rnd["ratio_p50_edgedet_over_ultralytics"] == pytest.approx(ours / theirs)
+        assert 0.2 < ours / theirs < 0.9  # 2 ms against 4 ms of sleep
+        assert 0.2 < rnd["ratio_per_image_median"] < 0.9
+        assert rnd["paths"][E]["cpu_cores_used"] < 0.5  # sleeping uses no CPU
+        assert rnd["paths"][E]["split_p50_ms"]["infer"] == pytest.approx(2.0)
+    assert result["detections"]["images_all_matched"] == 3
+    record = {
+        "model": "m.onnx", "versions": {"edgedet": "x"}, "images": 3, "images_folder": "imgs",
+        "rounds": 2, "warmup": 0, "host": {}, "load_before": [0], "load_after": [0],
+        "paths": {cu.EDGEDET: {}, cu.ULTRALYTICS: {}}, "process": {}, "notes": ["n1"],
+        "settings": {"defaults": {**result, "thresholds": {p.name: p.thresholds() for p in paths}}},
+    }  # fmt: skip
+    text = cu.markdown(record)
+    assert text.count("| defaults |") == 5 and "- n1" in text
+    ratio = result["rounds"][1]["ratio_p50_edgedet_over_ultralytics"]
+    median = result["rounds"][1]["ratio_per_image_median"]
+    assert f"| defaults | 2 | {cu.EDGEDET} |" in text and f"{ratio:.3f} ({median:.3f}) |" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is not None,
+                    reason="ultralytics is importable here")  # fmt: skip
+def test_missing_ultralytics_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(RuntimeUnavailableError, match="pip install ultralytics"):
+        cu.import_ultralytics()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    out = tmp_path / "out"
+    assert cu.main([str(model), str(tmp_path), "--out", str(out)]) == 2
+    assert "not an edgedet dependency" in capsys.readouterr().err
+    assert not out.exists()  # nothing measured, nothing written
+
+
+def test_bad_input_is_refused_before_work(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="not found"):
+        cu.compare(tmp_path / "missing.onnx", tmp_path)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="--rounds"):
+        cu.compare(model, tmp_path, rounds=0)
+    out = tmp_path / "out"
+    assert cu.main([str(tmp_path / "missing.onnx"), str(tmp_path), "--out", str(out)]) == 2
+    assert not out.exists()
