@@ -62,6 +62,11 @@ ULTRALYTICS_INSTALL = (
 )
 
 EDGEDET, ULTRALYTICS = "edgedet", "ultralytics"
+
+#: A round is "quiet" when every path's calls used at least this share of the most CPU cores
+#: any path used in the run (process CPU time / wall time): on a shared machine a round where
+#: another process took cores from one path says nothing about the two tools.
+QUIET = 0.9
 STAGES = ("pre", "infer", "post")
 
 
@@ -326,20 +331,30 @@ def timed_call(path: Path_, frame: np.ndarray, into: Samples) -> None:
 
 def run_round(paths: Sequence[Path_], frames: Sequence[np.ndarray], first: int,
               interleave: str) -> tuple[list[str], dict[str, Samples]]:  # fmt: skip
-    """Every frame through every path, ``paths[first]`` first. ``interleave="image"``: each
-    frame through both paths before the next frame, the order alternating frame to frame (a
-    burst of load on a shared machine hits both); ``"pass"``: all frames through one path,
-    then all through the other. Returns the order and the samples per path."""
+    """Every frame through every path, ``paths[first]`` first, then edgedet's stage-split pass.
+
+    ``interleave="pass"`` (the default of the command): all frames through one path, then all
+    through the other, as an application runs one model frame after frame. ``"image"``: each
+    frame through both paths before the next, the order alternating frame to frame; a burst of
+    load then hits both, but each call also runs right after the other tool's ONNX Runtime call,
+    whose intra-op threads are still spinning (ORT's default) and compete for the cores: on the
+    2-core VM of docs/optimize.md both tools were ~10 ms slower per image that way.
+    Returns the order and the samples per path."""
     order = list(paths[first:]) + list(paths[:first])
     samples = {p.name: Samples() for p in paths}
     if interleave == "pass":
         for p in order:
             for frame in frames:
                 timed_call(p, frame, samples[p.name])
+            if p.name == EDGEDET:  # right after its e2e pass: the same machine state
+                samples[p.name].splits = split_pass(p, frames)
     elif interleave == "image":
         for i, frame in enumerate(frames):
             for p in order if i % 2 == 0 else order[::-1]:
                 timed_call(p, frame, samples[p.name])
+        for p in paths:
+            if p.name == EDGEDET:
+                samples[p.name].splits = split_pass(p, frames)
     else:
         raise InvalidInputError(f"--interleave must be 'image' or 'pass', got {interleave!r}")
     return [p.name for p in order], samples
@@ -364,7 +379,7 @@ def _split_summary(splits: Sequence[tuple[float, float, float]]) -> dict[str, fl
 
 
 def run_setting(paths: Sequence[Path_], frames: Sequence[np.ndarray], rounds: int,
-                log: Callable[[str], None], interleave: str = "image") -> dict[str, Any]:  # fmt: skip
+                log: Callable[[str], None], interleave: str = "pass") -> dict[str, Any]:  # fmt: skip
     """``rounds`` rounds over ``paths`` at their current thresholds, the first path alternating
     between rounds (`run_round`); per round: e2e p50/p90 per path, the CPU cores each path's
     calls used (process CPU time / wall time: 2.0 on an idle 2-core machine with two threads
@@ -377,11 +392,10 @@ def run_setting(paths: Sequence[Path_], frames: Sequence[np.ndarray], rounds: in
         entry: dict[str, Any] = {"order": order, "paths": {}}
         for p in paths:
             got = last[p.name]
-            splits = split_pass(p, frames) if p.name == EDGEDET else got.splits
             entry["paths"][p.name] = {
                 "e2e_ms": _summary(got.e2e),
                 "cpu_cores_used": sum(got.cpu) / sum(got.e2e),
-                "split_p50_ms": _split_summary(splits),
+                "split_p50_ms": _split_summary(got.splits),
             }
         ours = entry["paths"][EDGEDET]["e2e_ms"]["p50"]
         theirs = entry["paths"][ULTRALYTICS]["e2e_ms"]["p50"]
@@ -392,6 +406,9 @@ def run_setting(paths: Sequence[Path_], frames: Sequence[np.ndarray], rounds: in
         log(f"  round {rnd + 1} ({order[0]} first): edgedet p50 {ours:.2f} ms, ultralytics p50 "
             f"{theirs:.2f} ms, ratio {ours / theirs:.3f} (per-image median "
             f"{entry['ratio_per_image_median']:.3f})")  # fmt: skip
+    most = max(q["cpu_cores_used"] for r in out_rounds for q in r["paths"].values())
+    for r in out_rounds:  # other processes took cores from one path or both
+        r["quiet"] = all(q["cpu_cores_used"] >= QUIET * most for q in r["paths"].values())
     per_image = [match_detections(a, b) for a, b in zip(last[EDGEDET].dets, last[ULTRALYTICS].dets)]
     return {"interleave": interleave, "rounds": out_rounds,
             "detections": summarize_matches(per_image), "detections_per_image": per_image}  # fmt: skip
@@ -449,8 +466,11 @@ def _versions() -> dict[str, Any]:
     return out
 
 
-def _ratio_range(setting: Mapping[str, Any]) -> str:
-    ratios = [r["ratio_p50_edgedet_over_ultralytics"] for r in setting["rounds"]]
+def _ratio_range(setting: Mapping[str, Any], quiet_only: bool = False) -> str:
+    ratios = [r["ratio_p50_edgedet_over_ultralytics"] for r in setting["rounds"]
+              if r.get("quiet", True) or not quiet_only]  # fmt: skip
+    if not ratios:
+        return "none"
     return f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else f"{ratios[0]:.2f}"
 
 
@@ -477,17 +497,19 @@ def markdown(record: Mapping[str, Any]) -> str:
                 sp = s["split_p50_ms"]
                 split = " / ".join(f"{sp[k]:.2f}" for k in STAGES) if sp else "n/a"
                 ratio = (f"{rnd['ratio_p50_edgedet_over_ultralytics']:.3f} "
-                         f"({rnd['ratio_per_image_median']:.3f})" if p == EDGEDET else "")  # fmt: skip
+                         f"({rnd['ratio_per_image_median']:.3f})"
+                         + ("" if rnd.get("quiet", True) else " busy") if p == EDGEDET else "")  # fmt: skip
                 lines.append(f"| {name} | {i} | {p} | {s['e2e_ms']['p50']:.2f} | "
                              f"{s['e2e_ms']['p90']:.2f} | {split} | {s['cpu_cores_used']:.2f} | "
                              f"{ratio} |")  # fmt: skip
-    lines += ["", "| setting | thresholds (edgedet; ultralytics) | ratio range | detections: same count / all matched (images), matched / edgedet / ultralytics, min IoU, max corner px |",
+    lines += ["", "| setting | thresholds (edgedet; ultralytics) | ratio range: all rounds (quiet rounds) | detections: same count / all matched (images), matched / edgedet / ultralytics, min IoU, max corner px |",
               "|---|---|---:|---|"]  # fmt: skip
     for name, setting in record["settings"].items():
         d = setting["detections"]
         th = setting["thresholds"]
         lines.append(
-            f"| {name} | {th[EDGEDET]}; {th[ULTRALYTICS]} | {_ratio_range(setting)} | "
+            f"| {name} | {th[EDGEDET]}; {th[ULTRALYTICS]} | {_ratio_range(setting)} "
+            f"({_ratio_range(setting, quiet_only=True)}) | "
             f"{d['images_same_count']}/{d['images']} / {d['images_all_matched']}/{d['images']}, "
             f"{d['matched']} / {d['detections_edgedet']} / {d['detections_ultralytics']}, "
             f"{_fmt(d['min_iou'])}, {_fmt(d['max_corner_px'])} |"
@@ -502,6 +524,8 @@ def markdown(record: Mapping[str, Any]) -> str:
               f"Ultralytics torch threads (its pre/post): {record['paths'][ULTRALYTICS].get('torch_threads')}; "
               f"OS threads added: edgedet load {record['paths'][EDGEDET].get('os_threads_added_by_load')}, "
               f"Ultralytics first predict {record['paths'][ULTRALYTICS].get('os_threads_added_by_first_predict')}."]  # fmt: skip
+    lines += ["", f"A round marked busy: a path's calls used under {QUIET:.0%} of the most CPU cores "
+              "any path used in this run (other processes took cores); its ratio says little."]  # fmt: skip
     if record.get("notes"):
         lines += ["", *(f"- {n}" for n in record["notes"])]
     return "\n".join(lines) + "\n"
@@ -512,7 +536,7 @@ def _fmt(x: Any) -> str:
 
 
 def compare(model: Path, images: Path, *, num: int = 40, rounds: int = 3, warmup: int = 5,
-            conf: float | None = None, iou: float | None = None, interleave: str = "image",
+            conf: float | None = None, iou: float | None = None, interleave: str = "pass",
             log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Run the comparison; returns the record (see the module docstring)."""
     from .system import host_info, load_average
@@ -622,9 +646,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="confidence of the matched-threshold run (default: Ultralytics' default)")
     p.add_argument("--iou", type=float, default=None,
                    help="NMS IoU of the matched-threshold run (default: Ultralytics' default)")
-    p.add_argument("--interleave", choices=("image", "pass"), default="image",
-                   help="image: each image through both tools in turn (default; a burst of load "
-                   "on a shared machine hits both); pass: all images through one tool, then the other")
+    p.add_argument("--interleave", choices=("pass", "image"), default="pass",
+                   help="pass (default): all images through one tool, then the other, the order "
+                   "alternating between rounds; image: each image through both tools in turn "
+                   "(each then competes with the other's spinning ORT threads)")
     p.add_argument("--out", default="compare_ultralytics", help="folder for the JSON and markdown")
     args = p.parse_args(argv)
     try:

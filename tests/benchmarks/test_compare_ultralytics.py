@@ -61,7 +61,7 @@ def test_rounds_alternate_and_ratio_is_per_round() -> None:
     cu.run_setting(paths, frames, rounds=2, log=lambda s: None, interleave="pass")
     assert calls == [E, E, E, U, U, U, U, U, U, E, E, E]  # round 2 starts with the other
     calls.clear()
-    result = cu.run_setting(paths, frames, rounds=2, log=lambda s: None)  # by image
+    result = cu.run_setting(paths, frames, rounds=2, log=lambda s: None, interleave="image")
     assert calls == [E, U, U, E, E, U, U, E, E, U, U, E]  # order alternates per image
     assert [r["order"] for r in result["rounds"]] == [[E, U], [U, E]]
     for rnd in result["rounds"]:
@@ -83,7 +83,12 @@ def test_rounds_alternate_and_ratio_is_per_round() -> None:
     assert text.count("| defaults |") == 5 and "- n1" in text
     ratio = result["rounds"][1]["ratio_p50_edgedet_over_ultralytics"]
     median = result["rounds"][1]["ratio_per_image_median"]
-    assert f"| defaults | 2 | {cu.EDGEDET} |" in text and f"{ratio:.3f} ({median:.3f}) |" in text
+    assert f"| defaults | 2 | {cu.EDGEDET} |" in text and f"{ratio:.3f} ({median:.3f})" in text
+    result["rounds"][0]["quiet"], result["rounds"][1]["quiet"] = True, False
+    text = cu.markdown(record)
+    assert f"{ratio:.3f} ({median:.3f}) busy |" in text  # other processes took the cores
+    quiet = result["rounds"][0]["ratio_p50_edgedet_over_ultralytics"]
+    assert f"({quiet:.2f}) |" in text  # the range over quiet rounds only
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is not None,
@@ -111,3 +116,18 @@ def test_bad_input_is_refused_before_work(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert cu.main([str(tmp_path / "missing.onnx"), str(tmp_path), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_round_where_a_path_got_less_cpu_is_not_quiet() -> None:
+    def spin(frame: np.ndarray) -> cu.Dets:
+        end = time.perf_counter() + 0.003
+        while time.perf_counter() < end:  # uses a core for the whole call
+            pass
+        return BOXES, SCORES, CLASSES
+
+    busy = cu.Path_(cu.EDGEDET, spin, lambda f: None, lambda c, i: None, dict)
+    idle = _path(cu.ULTRALYTICS, 0.003, [])  # sleeps: as if another process had the core
+    result = cu.run_setting([busy, idle], [np.zeros((8, 8, 3), np.uint8)] * 4, rounds=1,
+                            log=lambda s: None)  # fmt: skip
+    assert result["rounds"][0]["paths"][cu.EDGEDET]["cpu_cores_used"] > 0.5
+    assert result["rounds"][0]["quiet"] is False
