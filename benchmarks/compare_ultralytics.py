@@ -448,6 +448,29 @@ def _git_commit(where: Path) -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def check_one_checkout() -> Path:
+    """The checkout ``edgedet`` runs from; `InvalidInputError` when ``edgedet``, its runtimes
+    and this module come from different ones (an editable install of another checkout mixed
+    with the current folder's packages would measure code nobody wrote together)."""
+    import edgedet.runtimes
+
+    import edgedet
+
+    roots = {
+        "edgedet": Path(edgedet.__file__).resolve().parent.parent,
+        "edgedet.runtimes": Path(edgedet.runtimes.__file__).resolve().parent.parent,
+        __name__: Path(__file__).resolve().parent.parent,
+    }
+    if len(set(roots.values())) != 1:
+        raise InvalidInputError(
+            "edgedet's packages come from different checkouts ("
+            + ", ".join(f"{k}: {v}" for k, v in roots.items())
+            + f"); install this checkout into this Python first: {Path(sys.executable)} -m pip "
+            "install --no-deps -e ."
+        )
+    return roots["edgedet"]
+
+
 def _versions() -> dict[str, Any]:
     from importlib import metadata
 
@@ -543,6 +566,7 @@ def compare(model: Path, images: Path, *, num: int = 40, rounds: int = 3, warmup
 
     if not model.is_file():
         raise InvalidInputError(f"MODEL {model}: not found")
+    check_one_checkout()
     if rounds < 1 or num < 1 or warmup < 0:
         raise InvalidInputError("--rounds and --num must be >= 1, --warmup >= 0")
     if interleave not in ("image", "pass"):
