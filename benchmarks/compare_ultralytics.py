@@ -211,7 +211,14 @@ class Path_:
 def edgedet_path(model: Path) -> Path_:
     """``edgedet.load(model)`` with no other argument: the default path."""
     import edgedet
+    from edgedet.deploy import find_profile
 
+    beside, _ = find_profile(model)
+    if beside is not None:  # edgedet.load would run the profile's choice, not the default
+        raise InvalidInputError(
+            f"{model} has a deploy profile beside it ({beside.name}): this compares edgedet's "
+            "default path; copy the model without its profile to another folder"
+        )
     info: dict[str, Any] = {}
     with _thread_delta(info, "os_threads_added_by_load"):
         det = edgedet.load(model)

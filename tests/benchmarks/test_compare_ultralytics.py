@@ -154,3 +154,11 @@ def test_round_where_a_path_got_less_cpu_is_not_quiet(clock: FakeClock) -> None:
     fair = _path(cu.ULTRALYTICS, 3.0, [], clock, cores=1.9)  # within 10% of the most used
     result = cu.run_setting([busy, fair], frames, rounds=1, log=lambda s: None)
     assert result["rounds"][0]["quiet"] is True
+
+
+def test_a_model_with_a_deploy_profile_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    (tmp_path / "m.deploy.json").write_text("{}")
+    with pytest.raises(InvalidInputError, match="default path"):
+        cu.edgedet_path(model)  # before anything is loaded
