@@ -89,6 +89,10 @@ class Candidate:
             opts["precision"] = self.precision
         if self.threads is not None and caps.threads:
             opts["threads"] = self.threads
+        if caps.builds_engine:
+            # the engine optimize times is a batch-1 build; the profile names the same settings
+            # so `edgedet.load(profile)` reuses that engine instead of building a 1..8 one
+            opts["max_batch"] = 1
         return opts
 
     def label(self) -> str:

@@ -60,12 +60,14 @@ def load_for_eval(
     """A Detector of ``model`` (its deployment settings; `score_detector` applies the mAP
     protocol for the accuracy pass); ``family`` / ``names`` only apply to models without
     edgedet meta."""
+    from edgedet.runtimes.registry import runtime_capabilities
+
     import edgedet
     from edgedet.meta import read_meta
 
     opts = dict(runtime_options or {})
-    if threads is not None:
-        opts.setdefault("threads", threads)
+    if threads is not None and runtime_capabilities(runtime).threads:
+        opts.setdefault("threads", threads)  # TensorRT has no thread option: it would refuse it
     path = Path(model)
     carried = read_meta(path) if path.suffix.lower() == ".onnx" else None
     overrides: dict[str, Any] = {}

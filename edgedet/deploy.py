@@ -119,10 +119,13 @@ def device_fingerprint(runtime: str, root: str | Path = "/") -> dict[str, Any]:
 
     ``cpu_flags`` (the `SPEED_FLAGS` present), ``machine`` (architecture), ``gpus``,
     ``runtime`` and ``runtime_version`` are compared (`foreign_reasons`); ``cpu_model`` and
-    ``cores`` are recorded for the reader."""
+    ``cores`` are recorded for the reader. For a runtime that runs only on an accelerator
+    (`uses_gpu`, e.g. TensorRT) the runtime itself is asked (`runtime_report`):
+    ``runtime_version`` is then the version of the library it imports (``tensorrt.__version__``,
+    which an engine must match) and ``accelerators`` the device names it sees (CUDA's)."""
     import os
 
-    return {
+    fingerprint: dict[str, Any] = {
         "machine": platform.machine(),
         "cpu_model": _cpu_model(root),
         "cpu_flags": cpu_flags(root),
@@ -131,6 +134,25 @@ def device_fingerprint(runtime: str, root: str | Path = "/") -> dict[str, Any]:
         "runtime": runtime,
         "runtime_version": runtime_version(runtime),
     }
+    if uses_gpu(runtime, None):
+        report = runtime_report(runtime)
+        if report.get("version"):
+            fingerprint["runtime_version"] = str(report["version"])
+        fingerprint["accelerators"] = [str(d) for d in report.get("devices") or ()]
+    return fingerprint
+
+
+def runtime_report(runtime: str) -> dict[str, Any]:
+    """The runtime's own probe (`edgedet.runtimes.registry.probe`: ``version``, ``devices``,
+    ``available``); empty when its library does not import here."""
+    from .errors import EdgedetError
+    from .runtimes.registry import probe
+
+    try:
+        info = probe(runtime)
+    except EdgedetError:
+        return {}
+    return dict(info) if info.get("version") is not None or info.get("devices") else {}
 
 
 def uses_gpu(runtime: str, device: str | None) -> bool:
@@ -269,8 +291,8 @@ def foreign_reasons(
 ) -> list[str]:
     """Why ``profile``'s measurement does not hold on this device (empty: it does).
 
-    Compared: architecture, the `SPEED_FLAGS` of the CPU, the runtime's version, and the GPUs
-    when the profile runs on one. ``here``: this device's `device_fingerprint` (computed when
+    Compared: architecture, the `SPEED_FLAGS` of the CPU, the runtime's version, the GPUs
+    when the profile runs on one, and the devices an accelerator-only runtime sees. ``here``: this device's `device_fingerprint` (computed when
     None)."""
     now = dict(here) if here is not None else device_fingerprint(profile.runtime)
     then = profile.target
@@ -296,6 +318,14 @@ def foreign_reasons(
         now.get("gpus") or ()
     ):
         reasons.append(f"GPU {then.get('gpus') or 'none'} there, {now.get('gpus') or 'none'} here")
+    seen_then, seen_now = then.get("accelerators"), now.get("accelerators")
+    if (seen_then is not None or seen_now is not None) and list(seen_then or ()) != list(
+        seen_now or ()
+    ):
+        reasons.append(
+            f"{profile.runtime} sees {', '.join(seen_then or ()) or 'no device'} there, "
+            f"{', '.join(seen_now or ()) or 'no device'} here"
+        )
     return reasons
 
 

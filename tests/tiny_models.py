@@ -28,10 +28,13 @@ def make_tiny_yolov5(
     meta: ModelMeta | None = None,
     seed: int = 0,
     anchors: int = 3,
+    hidden: int = 0,
 ) -> Path:
     """A 1×1 conv -> sigmoid model shaped like a YOLOv5 head: [B, N, 5 + nc], N = ``anchors`` ×
     the grid cells of strides 8/16/32 (N pixels from the middle of the conv output).
-    ``anchors=1`` gives the shape of a YOLOX raw-grid export.
+    ``anchors=1`` gives the shape of a YOLOX raw-grid export. ``hidden`` > 0 puts a 1×1 conv of
+    that many channels and a Relu before the head conv, so a calibration that keeps the
+    image-reading conv float still has a conv to quantize.
 
     Boxes decode to (cx, cy, w, h) in [0, 1] pixels (tiny boxes): enough to exercise the whole
     pipeline, not to detect anything.
@@ -40,17 +43,28 @@ def make_tiny_yolov5(
     rows = anchors * sum((-(-size // s)) ** 2 for s in (8, 16, 32))
     assert rows <= size * size, "make_tiny_yolov5 needs size >= 4"
     mid = (size * size - rows) // 2  # rows from the middle of the image, not the letterbox pad
-    w, b = conv_weights(3, c, seed)
+    w, b = conv_weights(hidden or 3, c, seed)
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, rows, c])
+    head_in = "images"
+    stem: list[onnx.NodeProto] = []
+    stem_inits: list[onnx.TensorProto] = []
+    if hidden:
+        w0, b0 = conv_weights(3, hidden, seed + 1)
+        stem = [helper.make_node("Conv", ["images", "W0", "B0"], ["stem"]),
+                helper.make_node("Relu", ["stem"], ["stem_act"])]  # fmt: skip
+        stem_inits = [numpy_helper.from_array(w0, "W0"), numpy_helper.from_array(b0, "B0")]
+        head_in = "stem_act"
     nodes = [
-        helper.make_node("Conv", ["images", "W", "B"], ["conv"]),
+        *stem,
+        helper.make_node("Conv", [head_in, "W", "B"], ["conv"]),
         helper.make_node("Sigmoid", ["conv"], ["sig"]),
         helper.make_node("Reshape", ["sig", "shape"], ["flat"]),
         helper.make_node("Transpose", ["flat"], ["all_rows"], perm=[0, 2, 1]),
         helper.make_node("Slice", ["all_rows", "starts", "ends", "axes"], ["output"]),
     ]
     inits = [
+        *stem_inits,
         numpy_helper.from_array(w, "W"),
         numpy_helper.from_array(b, "B"),
         numpy_helper.from_array(np.array([0, c, size * size], np.int64), "shape"),

@@ -21,10 +21,8 @@ META = ModelMeta(family="yolov5", class_names=("a", "b"), input_size=(32, 32))
 FAST = ["--min-seconds", "0.05", "--resamples", "20", "--calib-num", "6", "--rounds", "1"]
 
 
-@pytest.fixture()
-def setup(tmp_path: Path) -> dict[str, Path]:
-    model = make_tiny_yolov5(tmp_path / "tiny.onnx", batch="N", meta=META)
-    val = tmp_path / "val"
+def make_val(val: Path) -> Path:
+    """A 6-image YOLO dataset of noise with one box each (classes a, b) in ``val``."""
     (val / "images").mkdir(parents=True)
     (val / "labels").mkdir()
     rng = np.random.default_rng(0)
@@ -33,7 +31,13 @@ def setup(tmp_path: Path) -> dict[str, Path]:
                     rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8))  # fmt: skip
         (val / "labels" / f"img_{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.4 0.4\n")
     (val / "classes.txt").write_text("a\nb\n")
-    return {"model": model, "val": val, "out": tmp_path / "out"}
+    return val
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> dict[str, Path]:
+    model = make_tiny_yolov5(tmp_path / "tiny.onnx", batch="N", meta=META)
+    return {"model": model, "val": make_val(tmp_path / "val"), "out": tmp_path / "out"}
 
 
 def _argv(s: dict[str, Path], *extra: str) -> list[str]:
