@@ -74,3 +74,31 @@ def test_a_failed_rename_restores_the_previous_set(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         _publish(staged, order)
     assert _files(folder) == before
+
+
+def test_moving_a_candidate_never_pairs_its_bin_with_an_old_xml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgedet.calibration import files
+
+    out = tmp_path / "m.xml"
+    cand = tmp_path / ".edgedet-calib-x" / "cand.xml"
+    cand.parent.mkdir()
+    for model, text in ((out, "old"), (cand, "new")):
+        for p in (model, model.with_suffix(".bin"), sidecar_path(model)):
+            p.write_text(f"{text} {p.suffix}")
+    real = files.os.replace
+
+    def killed_before_the_xml(src: object, dst: object) -> None:
+        if str(dst).endswith(".xml"):
+            raise KeyboardInterrupt("killed before the last rename")
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "replace", killed_before_the_xml)
+    with pytest.raises(KeyboardInterrupt):
+        files.move_model(cand, out)
+    monkeypatch.undo()
+    assert out.with_suffix(".bin").read_text() == "new .bin"
+    assert not out.exists()  # the old .xml is not there to be read with the new .bin and meta
+    files.move_model(cand, cand)  # onto itself: nothing removed
+    assert cand.read_text() == "new .xml"
