@@ -664,6 +664,19 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _drain(proc: subprocess.Popen[str], wait_s: float = 30.0) -> str:
+    """The rest of a killed worker's stderr. The pipes close once its group is dead; a process
+    that left the group (its own session) may hold them open, so give up after ``wait_s``."""
+    try:
+        return proc.communicate(timeout=wait_s)[1] or ""
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return "(stderr not read: a process outside the worker's group kept it open)"
+
+
 def run_in_subprocess(config: BenchConfig, *, timeout_s: float | None = None) -> dict[str, Any]:
     """Measure one configuration in a fresh Python process; returns its record.
 
@@ -694,7 +707,7 @@ def run_in_subprocess(config: BenchConfig, *, timeout_s: float | None = None) ->
             _, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            _, stderr = proc.communicate()  # the pipes close once the group is dead
+            stderr = _drain(proc)
             record = _base_record(config)
             record["reason"] = (
                 f"timed out after {limit:.0f} s: the worker (pid {proc.pid}) and its process "
