@@ -15,6 +15,7 @@ configuration failed or ``compare`` found a regression, 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -213,6 +214,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--cpus", default=None, metavar="0,1", help="pin each worker process to these CPUs"
     )
     m.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per-configuration limit: a worker still running after it is killed (with the "
+        "processes it started) and its configuration recorded as failed, 'timed out after N s' "
+        "(default: from the work, 15 min for the load + 2 s per evaluated image and view + "
+        "twice the latency pass's limits)",
+    )
+    m.add_argument(
         "--bootstrap",
         type=int,
         default=DEFAULT_RESAMPLES,
@@ -373,6 +384,7 @@ def run_bench(args: argparse.Namespace) -> int:
         return run_report(args)
     from .console_table import print_results
     from .report import write_reports
+    from .runner import run_in_subprocess
     from .sweep import run_sweep
 
     if not args.model and not args.sweep:
@@ -418,6 +430,9 @@ def run_bench(args: argparse.Namespace) -> int:
         return _err(f"edgedet bench: {err}")
     if args.bootstrap < 0:
         return _err(f"edgedet bench: --bootstrap must be >= 0, got {args.bootstrap}")
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not timeout > 0:
+        return _err(f"edgedet bench: --timeout must be > 0 seconds, got {timeout}")
     check_out_dir(args.out)  # writable, or an error naming it, before any measurement
     with work_dir("edgedet-detections-") as scratch:  # a killed run's: removed by the next
         # The bootstrap reads every configuration's detections; they go to a scratch folder
@@ -434,7 +449,11 @@ def run_bench(args: argparse.Namespace) -> int:
                         scratch_files.add(config.save_detections)
         t0 = time.perf_counter()
         records = run_sweep(
-            configs, args.out, progress=not args.no_progress, repeat=getattr(args, "repeat", 1)
+            configs,
+            args.out,
+            progress=not args.no_progress,
+            repeat=getattr(args, "repeat", 1),
+            runner=functools.partial(run_in_subprocess, timeout_s=timeout),
         )
         if args.bootstrap > 0:
             from .paired import add_intervals

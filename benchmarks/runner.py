@@ -28,10 +28,12 @@ model, an input size for a static model, a batch a fixed-batch model cannot take
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -625,36 +627,104 @@ def worker_env(config: BenchConfig) -> dict[str, str]:
     return env
 
 
-def run_in_subprocess(config: BenchConfig, *, timeout_s: float = 1800.0) -> dict[str, Any]:
+#: Allowance for starting the worker and loading the model: importing the runtime, reading the
+#: file and building the session (TensorRT builds an engine from an ONNX model on first use,
+#: which takes minutes on a Jetson).
+TIMEOUT_BASE_S = 900.0
+#: Allowance per evaluated image in the accuracy pass, per view (tiles, TTA, ensemble members):
+#: a slow embedded CPU takes about a second for a 640-pixel model; this leaves room for twice that.
+TIMEOUT_PER_IMAGE_S = 2.0
+#: Images assumed when ``images`` is None (the whole dataset): COCO val2017's 5000.
+TIMEOUT_ASSUMED_IMAGES = 5000
+
+
+def default_timeout_s(config: BenchConfig) -> float:
+    """A generous limit for one worker, in seconds, from the work ``config`` asks for.
+
+    The load allowance, plus `TIMEOUT_PER_IMAGE_S` per accuracy-pass image and view (images
+    None: `TIMEOUT_ASSUMED_IMAGES`), plus twice the latency pass's own limits (warm-up,
+    ``max_seconds``, the throughput pass). Only a worker that hangs should reach it; a limit
+    from the work, not a fixed one, so a long legitimate run on a slow device is not killed.
+    """
+    views = 1
+    settings = config.view_settings()
+    if settings.active:
+        views = 8 + len(settings.ensemble)  # tiles / TTA flips and scales: a handful of views
+    images = config.images if config.images is not None else TIMEOUT_ASSUMED_IMAGES
+    accuracy = TIMEOUT_PER_IMAGE_S * images * views * config.batch if config.accuracy else 0.0
+    warmup = TIMEOUT_PER_IMAGE_S * (config.warmup + config.latency_images) * views * config.batch
+    latency = 2.0 * (config.max_seconds + config.throughput_seconds) + warmup
+    return TIMEOUT_BASE_S + accuracy + latency
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the worker's process group: the worker and whatever it started (a runtime's
+    compiler or helper processes) that did not leave the group."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # all gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _drain(proc: subprocess.Popen[str], wait_s: float = 30.0) -> str:
+    """The rest of a killed worker's stderr. The pipes close once its group is dead; a process
+    that left the group (its own session) may hold them open, so give up after ``wait_s``."""
+    try:
+        return proc.communicate(timeout=wait_s)[1] or ""
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return "(stderr not read: a process outside the worker's group kept it open)"
+
+
+def run_in_subprocess(config: BenchConfig, *, timeout_s: float | None = None) -> dict[str, Any]:
     """Measure one configuration in a fresh Python process; returns its record.
 
-    A worker that crashes, hangs past ``timeout_s`` or writes no record gives a ``failed`` record
-    with the exit code and the end of its stderr.
+    The worker runs in its own process group. One that runs past ``timeout_s`` seconds (None:
+    `default_timeout_s`) is killed with its whole group and gives a ``failed`` record whose
+    reason starts "timed out after N s"; one that crashes or writes no record gives a ``failed``
+    record with the exit code; both carry the end of the worker's stderr. Whatever the worker
+    left running in its group is killed when it ends, and on any error here (Ctrl-C included:
+    a terminal's SIGINT does not reach another process group).
     """
+    limit = default_timeout_s(config) if timeout_s is None else float(timeout_s)
+    if not limit > 0:
+        raise InvalidInputError(f"timeout must be > 0 seconds, got {timeout_s}")
     with work_dir("edgedet-bench-") as tmp:  # a killed run's is removed by the next
         cfg_path = Path(tmp) / "config.json"
         out_path = Path(tmp) / "record.json"
         cfg_path.write_text(config.to_json())
         cmd = [sys.executable, "-m", "edgedet.benchmarks.worker", str(cfg_path), str(out_path)]
+        proc = subprocess.Popen(
+            cmd,
+            env=worker_env(config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: a timeout kills all it started
+        )
         try:
-            proc = subprocess.run(
-                cmd,
-                env=worker_env(config),
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
+            _, stderr = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stderr = _drain(proc)
             record = _base_record(config)
-            record["reason"] = f"worker did not finish within {timeout_s:.0f} s"
-            stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else ""
+            record["reason"] = (
+                f"timed out after {limit:.0f} s: the worker (pid {proc.pid}) and its process "
+                "group were killed (a hung runtime or driver?); set the limit with --timeout"
+            )
             record["stderr_tail"] = stderr[-2000:]
             return record
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            _kill_group(proc)  # leftovers of a worker that exited
         if out_path.is_file():
             rec: dict[str, Any] = json.loads(out_path.read_text())
             return rec
         record = _base_record(config)
         record["reason"] = f"worker exited with code {proc.returncode} and wrote no record"
-        record["stderr_tail"] = proc.stderr[-2000:]
+        record["stderr_tail"] = stderr[-2000:]
         return record

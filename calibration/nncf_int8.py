@@ -4,9 +4,9 @@
   the spec's exclusions as an ``nncf.IgnoredScope`` (ONNX node names are translated to
   OpenVINO operation names through the tensor names the ONNX frontend keeps), the method as an
   activation range estimator, and ``preset`` from the activation symmetry. Written as OpenVINO
-  IR (``.xml`` + ``.bin``) into a temporary folder, then renamed into place (``.bin`` first, so
-  a ``.xml`` only ever appears beside its finished weights), with the edgedet sidecar holding
-  the meta and calibration record.
+  IR (``.xml`` + ``.bin``) and the edgedet sidecar (meta and calibration record) into a
+  temporary folder, then renamed into place (sidecar and ``.bin`` first, so a ``.xml`` only ever
+  appears beside its finished weights and meta: `save_ir_atomically`).
 - `quantize_openvino_with_accuracy_control`: ``nncf.quantize_with_accuracy_control`` with
   edgedet's mAP50-95 on a labelled validation set as ``validation_fn`` and ``max_drop`` in mAP
   points; NNCF then returns the layers it kept in float.
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgedet.errors import CalibrationError, missing_extra
-from edgedet.meta import ModelMeta, write_sidecar
+from edgedet.meta import ModelMeta, sidecar_path, write_sidecar
 from edgedet.workdir import make_work_dir, remove_work_dir
 
 from .ort_int8 import QuantizeResult, calibration_record
@@ -131,15 +132,20 @@ def _ignored_scope(
     return nncf.IgnoredScope(names=names, types=types, validate=False)
 
 
-def save_ir_atomically(ov_model: Any, out: Path) -> Path:
-    """``ov.save_model`` into a temp folder beside ``out``, then publish the pair so that a new
-    ``.bin`` is never read with an old ``.xml``.
+def save_ir_atomically(ov_model: Any, out: Path, meta: ModelMeta) -> Path:
+    """``ov.save_model`` and the edgedet sidecar (``meta``) into a temp folder beside ``out``,
+    then publish the three files so that no reader sees the IR without its meta, or a new
+    ``.bin`` / sidecar with an old ``.xml``.
 
-    OpenVINO reads ``X.bin`` beside ``X.xml`` and cannot tell that they belong together, and two
-    files cannot be renamed at once. So the old ``.xml`` is removed first, then the ``.bin`` and
-    last the ``.xml`` are renamed into place. The remaining window, stated: a crash between the
-    first and the last step leaves no ``.xml`` (the previous model is gone, loading refuses
-    with "model file not found"; rerun the command), never a mismatched pair."""
+    OpenVINO reads ``X.bin`` beside ``X.xml``, edgedet reads ``X.edgedet.json``, and none of
+    them can tell that the files belong together; three files cannot be renamed at once.
+    Everything that can fail on content (the IR, serialising the meta: an unserialisable value
+    raises here) happens in the temp folder, before anything is published. Then the old
+    ``.xml`` is removed, the sidecar and the ``.bin`` are renamed into place, and the ``.xml``
+    last: it only ever appears beside its own weights and meta. An error while publishing puts
+    the previous files back (hard links kept in the temp folder). The remaining window, stated:
+    a crash (SIGKILL, power loss) during the renames leaves no ``.xml`` (loading refuses with
+    "model file not found"; rerun the command), never a mismatched set."""
     import openvino as ov
 
     if out.suffix.lower() != ".xml":
@@ -148,12 +154,44 @@ def save_ir_atomically(ov_model: Any, out: Path) -> Path:
     tmp = make_work_dir(".edgedet-ir-", out.parent)  # a killed run's: removed by the next
     try:
         ov.save_model(ov_model, str(tmp / out.name), compress_to_fp16=False)
-        out.unlink(missing_ok=True)  # no old .xml may meet the new .bin
-        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
-        os.replace(tmp / out.name, out)
+        write_sidecar(tmp / out.name, meta)
+        # published in this order, the .xml last; each file's new copy is in tmp under its name
+        order = [sidecar_path(out), out.with_suffix(".bin"), out]
+        _publish(tmp, order)
     finally:
         remove_work_dir(tmp)
     return out
+
+
+def _publish(tmp: Path, order: list[Path]) -> None:
+    """Rename ``tmp / p.name`` over each ``p`` in ``order`` after removing the last one (the
+    file readers open first); on an error restore the previous files and re-raise."""
+    backup = tmp / ".previous"
+    backup.mkdir()
+    kept: dict[Path, Path] = {}
+    for p in order:
+        if p.is_file():
+            try:
+                os.link(p, backup / p.name)
+            except OSError:  # no hard links here: a copy keeps the previous file as well
+                shutil.copy2(p, backup / p.name)
+            kept[p] = backup / p.name
+        elif p.exists():  # a folder or other non-file where a model file goes
+            raise CalibrationError(f"cannot write {p}: something that is not a file is there")
+    published: list[Path] = []
+    try:
+        order[-1].unlink(missing_ok=True)  # no old .xml may meet the new .bin or meta
+        for p in order:
+            os.replace(tmp / p.name, p)
+            published.append(p)
+    except BaseException:
+        order[-1].unlink(missing_ok=True)
+        for p in order:  # the .xml (readers' entry) comes back last
+            if p in kept:
+                os.replace(kept[p], p)
+            elif p in published:
+                p.unlink(missing_ok=True)
+        raise
 
 
 def quantize_openvino(
@@ -203,7 +241,6 @@ def quantize_openvino(
         raise CalibrationError(
             f"NNCF quantization of {model_path} failed: {type(err).__name__}: {err}"
         ) from err
-    save_ir_atomically(q, out)
     notes = (
         ["nncf has no KL-divergence estimator: entropy ran as HISTOGRAM"]
         if spec.method == "entropy"
@@ -217,7 +254,7 @@ def quantize_openvino(
         notes=notes,
     )
     new_meta = meta.replace(precision="int8", calibration=record)
-    write_sidecar(out, new_meta)
+    save_ir_atomically(q, out, new_meta)  # the IR and its sidecar, published together
     return QuantizeResult(out, new_meta, record, exclusion)
 
 
@@ -264,7 +301,6 @@ def quantize_openvino_with_accuracy_control(
         raise CalibrationError(
             f"NNCF accuracy-controlled quantization of {model_path} failed: {type(err).__name__}: {err}"
         ) from err
-    save_ir_atomically(q, out)
     record = calibration_record(
         spec,
         source,
@@ -273,7 +309,7 @@ def quantize_openvino_with_accuracy_control(
         extra={"max_drop_points": max_drop_points},
     )
     new_meta = meta.replace(precision="int8", calibration=record)
-    write_sidecar(out, new_meta)
+    save_ir_atomically(q, out, new_meta)  # the IR and its sidecar, published together
     return QuantizeResult(out, new_meta, record, exclusion)
 
 

@@ -8,6 +8,7 @@ device-side commands work with torch absent.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -621,7 +622,12 @@ def default_sample_model() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edgedet", description="Object detectors from the workstation to the robot."
+        prog="edgedet",
+        description="Object detectors from the workstation to the robot.",
+        epilog="exit codes: 0 done; 1 bench measured nothing or a configuration failed, bench "
+        "compare found a regression, or calibrate missed its budget; 2 a usage or input error; "
+        f"{EXIT_OS_ERROR} the system refused a file operation (disk full, permission denied, "
+        "read-only file system); 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"edgedet {__version__}")
     parser.add_argument(
@@ -775,6 +781,38 @@ def _plug(sub: Any, name: str, module: str, add: str, run: str, help_text: str) 
     p.set_defaults(func=runner)
 
 
+#: Exit code of a command stopped by the operating system refusing a file operation (disk full,
+#: permission denied, read-only file system, a file where a folder was expected...): not a usage
+#: error (2) and not a measurement that failed (1).
+EXIT_OS_ERROR = 3
+
+#: What to do about the usual errnos of a failed file operation.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exhausted: free space or write elsewhere",
+    errno.EACCES: "no permission: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "not permitted: choose another path, or fix its permissions",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder; give a file name",
+    errno.EEXIST: "something is already there: remove it or choose another path",
+    errno.ENOENT: "no such file or folder",
+}
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an `OSError` that ended a command: the errno's text, the path(s) and what
+    to do, e.g. ``Not a directory: '/data/x/out.json' (ENOTDIR: a part of the path is a
+    file, not a folder)``."""
+    text = err.strerror or str(err) or type(err).__name__
+    paths = [repr(str(f)) for f in (err.filename, err.filename2) if f is not None]
+    where = f": {' -> '.join(paths)}" if paths else " (no path given by the system)"
+    name = errno.errorcode.get(err.errno, "") if isinstance(err.errno, int) else ""
+    hint = _OS_ERROR_HINTS.get(err.errno, "") if isinstance(err.errno, int) else ""
+    detail = ": ".join(x for x in (name, hint) if x)
+    return f"{text}{where}" + (f" ({detail})" if detail else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -798,6 +836,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgedet: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # disk full, permission denied, read-only: a line, not a traceback
+        print(f"edgedet: error: {os_error_message(err)}", file=sys.stderr)
+        return EXIT_OS_ERROR
 
 
 if __name__ == "__main__":

@@ -232,13 +232,13 @@ def read_coco(
             bad.add(image_id)
             continue
         _, iw, ih = info[image_id]
+        if bw == 0 or bh == 0:  # can never be matched: it would cost recall silently
+            log.error(f"{loc}: box {fmt_box((bx, by, bw, bh))} (x y w h) has zero width or height")
+            bad.add(image_id)
+            continue
         box, why = check_box((bx, by, bx + bw, by + bh), iw, ih)
         if box is None:
             log.error(f"{loc}: {why}")
-            bad.add(image_id)
-            continue
-        if bw == 0 or bh == 0:  # can never be matched: it would cost recall silently
-            log.error(f"{loc}: box {fmt_box((bx, by, bw, bh))} (x y w h) has zero width or height")
             bad.add(image_id)
             continue
         try:

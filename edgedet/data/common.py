@@ -48,7 +48,12 @@ def fmt_box(box: Iterable[float]) -> str:
 def check_box(
     box: Sequence[float], width: int, height: int
 ) -> tuple[tuple[float, float, float, float] | None, str | None]:
-    """Validate an xyxy box in pixels: (clipped box, None) or (None, what is wrong)."""
+    """Validate an xyxy box in pixels: (clipped box, None) or (None, what is wrong).
+
+    Wrong: a non-finite coordinate, x2 < x1 or y2 < y1, a box further outside the image than
+    ``max(2 px, 2 %)`` of the side, and a box of zero width or height (as given, or once
+    clipped to the image): no detection can ever match it, so it would cost recall silently.
+    """
     x1, y1, x2, y2 = (float(v) for v in box)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         return None, f"box {fmt_box(box)} has non-finite coordinates"
@@ -61,6 +66,13 @@ def check_box(
         )
     x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
     y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+    if x2 <= x1 or y2 <= y1:
+        clipped = (x1, y1, x2, y2) != tuple(float(v) for v in box)
+        return None, (
+            f"box {fmt_box(box)} (x1 y1 x2 y2) has zero width or height"
+            + (f" once clipped to the {width}x{height} image" if clipped else "")
+            + ": no detection can match it"
+        )
     return (x1, y1, x2, y2), None
 
 

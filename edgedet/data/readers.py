@@ -9,7 +9,8 @@ box: a dropped box would turn a correct detection into a false positive) and the
 image without objects) are listed there too, prefixed ``note:``.
 
 Boxes slightly outside the image (by up to ``max(2 px, 2 %)`` of the side) are clipped to it;
-boxes further out are errors.
+boxes further out are errors, and so are boxes of zero width or height, as given or once clipped
+(no detection can match one: it would cost recall silently), and negative ones (x2 < x1).
 """
 
 from __future__ import annotations

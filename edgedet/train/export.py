@@ -20,6 +20,7 @@ from torch import nn
 
 from edgedet.errors import TrainingError
 from edgedet.meta import ModelMeta, write_onnx_meta
+from edgedet.runtimes.capabilities import RuntimeCapabilities
 
 from .models.net import EdgeDet, ExportModel
 from .trainer import load_checkpoint, model_from_checkpoint, sample_meta
@@ -121,6 +122,33 @@ def export_checkpoint(
     )  # fmt: skip
 
 
+def _cpu_fp32_runtime(runtime: str) -> RuntimeCapabilities:
+    """The `RuntimeCapabilities` of ``runtime`` when it declares what `evaluate_onnx` needs: a
+    CPU device and fp32 (the exported float model's own mAP, on this machine); else
+    `TrainingError` naming what it declares and the runtimes that qualify."""
+    from edgedet.errors import EdgedetError
+    from edgedet.runtimes.registry import runtime_capabilities, runtime_names
+
+    def fits(name: str) -> bool:
+        try:
+            caps = runtime_capabilities(name)
+        except EdgedetError:  # a plugin without a declaration cannot qualify
+            return False
+        return "cpu" in caps.devices and "fp32" in caps.precisions
+
+    try:
+        declared = runtime_capabilities(runtime)
+    except EdgedetError as err:
+        raise TrainingError(str(err)) from err
+    if not fits(runtime):
+        raise TrainingError(
+            f"runtime {runtime!r} cannot evaluate the exported model in fp32 on the CPU: it "
+            f"declares devices {list(declared.devices)} and precisions "
+            f"{list(declared.precisions)}; use one of {[n for n in runtime_names() if fits(n)]}"
+        )
+    return declared
+
+
 def evaluate_onnx(
     model_path: str | Path,
     data: str | Path,
@@ -137,14 +165,10 @@ def evaluate_onnx(
     from edgedet.protocol import resolve_protocol
     from edgedet.scoring import score
 
-    if runtime not in ("onnxruntime", "openvino"):
-        raise TrainingError(f"runtime must be 'onnxruntime' or 'openvino', got {runtime!r}")
+    declared = _cpu_fp32_runtime(runtime)
     if read_meta(model_path) is None:
         raise TrainingError(f"{model_path} carries no edgedet meta")
-    from edgedet.runtimes.registry import runtime_capabilities
-
     # fp32 where the runtime has a precision option (OpenVINO would pick bf16 on such CPUs)
-    declared = runtime_capabilities(runtime)
     opts = {"precision": "fp32"} if "fp32" in declared.precision_option else {}
     with edgedet.load(model_path, runtime=runtime, runtime_options=opts) as det:
         proto = protocol or resolve_protocol(det.meta, overrides=overrides)

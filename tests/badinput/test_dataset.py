@@ -236,6 +236,10 @@ YOLO_ROWS: list[tuple[str, Callable[[Path], Path], Any]] = [
     ("list line ../ outside (M1b)", yolo_list(["images/val/a.jpg", "../outside/secret.jpg"]), Listed("points outside the dataset folder", 1)),
     ("list line absolute outside (M1b)", lambda t: yolo_list(["images/val/a.jpg", str(t / "outside" / "secret.jpg")])(t), Listed("points outside the dataset folder", 1)),
     ("classes.txt not UTF-8", yolo(yaml=None, extra=lambda r: (r / "classes.txt").write_bytes(b"a\n\xff\n")), Fails(DatasetError, "cannot read class names")),
+    ("zero-width box", yolo("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0 0.2\n"), Listed("a.txt line 2: box [32, 19.2, 32, 28.8] (x1 y1 x2 y2) has zero width or height", 1)),
+    ("zero-height box", yolo("0 0.5 0.5 0.2 0\n"), Listed("a.txt line 1: box [25.6, 24, 38.4, 24] (x1 y1 x2 y2) has zero width or height", 1)),
+    ("zero-area polygon", yolo("0 0.1 0.5 0.3 0.5 0.6 0.5\n"), Listed("a.txt line 1: box [6.4, 24, 38.4, 24] (x1 y1 x2 y2) has zero width or height", 1)),
+    ("negative width", yolo("0 0.5 0.5 -0.2 0.2\n"), Listed("a.txt line 1: box [38.4, 19.2, 25.6, 28.8] has negative width or height", 1)),
 ]  # fmt: skip
 
 
@@ -301,12 +305,33 @@ OTHER_ROWS: list[tuple[str, Callable[[Path], Path], Any]] = [
     ("kitti bbox 'x'", kitti("Car 0 0 0 x 5 20 20 1 1 1 1 1 1 0\n"), Listed("bbox fields 5-8 are not numbers", 1)),
     ("kitti NaN", kitti("Car 0 0 0 nan 5 20 20 1 1 1 1 1 1 0\n"), Listed("non-finite coordinates", 1)),
     ("kitti binary", kitti("\udcff"[:0] + "Car\x00\x01"), Listed("expected 15 fields", 1)),
+    ("voc zero-width box", voc(xml=VOC_XML.format(fname="a.jpg").replace("<xmin>5<", "<xmin>20<")), Listed("a.xml object 1 (car): box [20, 5, 20, 20] (x1 y1 x2 y2) has zero width or height", 1)),
+    ("voc zero-height box", voc(xml=VOC_XML.format(fname="a.jpg").replace("<ymax>20<", "<ymax>5<")), Listed("a.xml object 1 (car): box [5, 5, 20, 5] (x1 y1 x2 y2) has zero width or height", 1)),
+    ("voc negative width", voc(xml=VOC_XML.format(fname="a.jpg").replace("<xmin>5<", "<xmin>30<")), Listed("a.xml object 1 (car): box [30, 5, 20, 20] has negative width or height", 1)),
+    ("kitti zero-width box", kitti("Car 0 0 0 5 5 20 20 1 1 1 1 1 1 0\nCar 0 0 0 10 5 10 20 1 1 1 1 1 1 0\n"), Listed("000000.txt line 2 (Car): box [10, 5, 10, 20] (x1 y1 x2 y2) has zero width or height", 1)),
+    ("kitti zero once clipped", kitti("Pedestrian 0 0 0 64 5 65.5 20 1 1 1 1 1 1 0\n"), Listed("000000.txt line 1 (Pedestrian): box [64, 5, 65.5, 20] (x1 y1 x2 y2) has zero width or height once clipped to the 64x48 image", 1)),
+    ("kitti negative height", kitti("Car 0 0 0 5 20 20 5 1 1 1 1 1 1 0\n"), Listed("000000.txt line 1 (Car): box [5, 20, 20, 5] has negative width or height", 1)),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "make", "expected"), OTHER_ROWS, ids=[r[0] for r in OTHER_ROWS])
 def test_voc_kitti(tmp_path: Path, case: str, make: Callable[[Path], Path], expected: Any) -> None:
     check(make, expected, tmp_path)
+
+
+ZERO_AREA_STOP: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("yolo", yolo("1 0.5 0.5 0 0.2\n"), "labels/val/a.txt line 1: box"),
+    ("voc", voc(xml=VOC_XML.format(fname="a.jpg").replace("<xmin>5<", "<xmin>20<")), "Annotations/a.xml object 1 (car): box"),
+    ("kitti", kitti("Car 0 0 0 10 5 10 20 1 1 1 1 1 1 0\n"), "label_2/000000.txt line 1 (Car): box"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "make", "where"), ZERO_AREA_STOP, ids=[r[0] for r in ZERO_AREA_STOP])
+def test_zero_area_box_stops_with_its_place(
+    tmp_path: Path, fmt: str, make: Callable[[Path], Path], where: str
+) -> None:
+    err = expect_error(Fails(DatasetError, "has zero width or height"), load_dataset, make(tmp_path), on_error="stop")
+    assert where in str(err), err
 
 
 # -- images read late: bench and convert -------------------------------------------------------

@@ -110,14 +110,16 @@ def test_ir_publish_never_pairs_a_new_bin_with_an_old_xml(
     ov = pytest.importorskip("openvino")
     from edgedet.calibration import nncf_int8
 
-    from tests.tiny_models import make_tiny_yolov5
+    from edgedet.meta import sidecar_path
+    from tests.tiny_models import make_tiny_yolov5, tiny_meta
 
     def ir(classes: int) -> object:
         onnx_path = make_tiny_yolov5(tmp_path / f"m{classes}.onnx", nc=classes)
         return ov.Core().read_model(str(onnx_path))
 
     out = tmp_path / "ir" / "m.xml"
-    nncf_int8.save_ir_atomically(ir(2), out)
+    nncf_int8.save_ir_atomically(ir(2), out, tiny_meta())
+    old_bin, old_meta = out.with_suffix(".bin").read_bytes(), sidecar_path(out).read_bytes()
     real = os.replace
 
     def crash_before_xml(src: object, dst: object) -> None:
@@ -127,10 +129,13 @@ def test_ir_publish_never_pairs_a_new_bin_with_an_old_xml(
 
     monkeypatch.setattr(nncf_int8.os, "replace", crash_before_xml)
     with pytest.raises(KeyboardInterrupt):
-        nncf_int8.save_ir_atomically(ir(5), out)
+        nncf_int8.save_ir_atomically(ir(5), out, tiny_meta().replace(family="yolov8"))
     monkeypatch.undo()
-    # the new .bin is in place; the old .xml must not be there to be read with it
-    assert out.with_suffix(".bin").is_file() and not out.exists()
+    # the old .xml was removed first, so it never met the new .bin; the previous .bin and meta
+    # were put back (the .xml's own restore hit the same crashing rename)
+    assert not out.exists()
+    assert out.with_suffix(".bin").read_bytes() == old_bin
+    assert sidecar_path(out).read_bytes() == old_meta
     assert not list(out.parent.glob(".edgedet-ir-*"))
 
 

@@ -160,9 +160,11 @@ def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, to: str) 
             ],
             np.float32,
         ).reshape(-1, 4)
-        if to == "coco":  # the COCO reader lists zero-size boxes as problems (they never match)
-            keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-            xyxy, raw = xyxy[keep], [r for r, k in zip(raw, keep) if k]
+        # Every reader lists zero-size boxes as problems (they never match); YOLO / VOC / KITTI
+        # files round coordinates (2 decimals in pixels), so a box under 0.02 px collapses there.
+        least = 0.0 if to == "coco" else 0.02
+        keep = (xyxy[:, 2] - xyxy[:, 0] > least) & (xyxy[:, 3] - xyxy[:, 1] > least)
+        xyxy, raw = xyxy[keep], [r for r, k in zip(raw, keep) if k]
         cls = np.array([r[4] for r in raw], np.int32)
         ign = (
             np.array([r[5] for r in raw], bool)
