@@ -233,11 +233,27 @@ class OrtBuilder:
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
 
+    #: what ONNX Runtime's activation ranges served (the calibration report says it)
+    ranges_used_for = "the INT8 model"
+
+    def activation_ranges(self) -> dict[str, Any] | None:
+        """What ONNX Runtime's calibration measured and changed
+        (`edgedet.calibration.ort_ranges.RangeStats`), or None when it did not run."""
+        prepared = self._prepared
+        if prepared is None or prepared.ranges is None:
+            return None
+        notes = [n for n in prepared.notes if n.startswith("activation ranges: ")]
+        return {**prepared.ranges, "used_for": self.ranges_used_for, "notes": notes}
+
 
 class OpenVinoBuilder(OrtBuilder):
     """OpenVINO IR through NNCF; ranked by ONNX Runtime's fake quantization of the same graph."""
 
     suffix = ".xml"
+    ranges_used_for = (
+        "the layer-sensitivity ranking (ONNX Runtime fake quantization); the OpenVINO IR's "
+        "ranges are NNCF's"
+    )
 
     def build(self, out: Path, keep_float: Sequence[str] = ()) -> QuantizeResult:
         from .nncf_int8 import quantize_openvino

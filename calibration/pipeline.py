@@ -487,6 +487,9 @@ def calibrate(config: CalibrateConfig, *, progress: TaskFactory | None = None) -
                     latency=want_latency and not heldout.images,
                 ) and met  # fmt: skip
                 result = report.pop("_result", result)
+            ranges = builder.activation_ranges()
+            if ranges is not None:  # what edgedet changed in ORT's range measurement
+                report["activation_ranges"] = ranges
         finally:
             builder.close()
         if heldout.images:

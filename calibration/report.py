@@ -103,6 +103,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for w in images.get("warnings", []):
         lines.append(f"- **warning**: {w}")
+    lines += _activation_range_lines(report.get("activation_ranges"))
     for s in images.get("skipped", []):
         lines.append(f"- skipped: {s}")
     size = report.get("size_mb")
@@ -162,6 +163,21 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"- {t['kept_float']} float: mAP {_pct(t['map50_95'])} {'ok' if t['ok'] else '; '.join(t['why'])}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _activation_range_lines(ranges: dict[str, Any] | None) -> list[str]:
+    """What ONNX Runtime's range measurement did (`edgedet.calibration.ort_ranges`)."""
+    if not ranges:
+        return []
+    lines = [
+        f"- activation ranges ({ranges.get('tool')}, {ranges.get('method')}, for "
+        f"{ranges.get('used_for')}): {ranges.get('tensors_measured')} tensors measured, the "
+        f"{ranges.get('rule')}; {ranges.get('tensors_left_out')} tensors of those op types "
+        f"not measured"
+    ]
+    for note in ranges.get("notes", []):
+        lines.append(f"- **warning**: {note}")
+    return lines
 
 
 def _guard_and_fidelity_lines(report: dict[str, Any]) -> list[str]:
