@@ -37,6 +37,8 @@ from edgedet.meta import ModelMeta, write_onnx_meta
 from edgedet.workdir import make_work_dir, remove_work_dir
 
 from .ort_ranges import (
+    MAX_BINS_FACTOR,
+    MAX_BINS_FACTOR_ENTROPY,
     CalibrationTargets,
     RangeStats,
     RobustHistograms,
@@ -170,7 +172,10 @@ def _robust(calibrator: Any, targets: CalibrationTargets, stats: RangeStats) -> 
     """Measure only ``targets`` and give ORT's histogram calibrator the robust collector
     (`edgedet.calibration.ort_ranges`)."""
     stats.measured, stats.left_out = restrict(calibrator, targets)
-    return install(calibrator, stats)
+    # ORT's entropy search is quadratic in the bin count: a tighter cap (mse runs ORT's entropy
+    # calibrator for its histograms but searches them itself, linearly)
+    entropy = stats.method == "entropy"
+    return install(calibrator, stats, MAX_BINS_FACTOR_ENTROPY if entropy else MAX_BINS_FACTOR)
 
 
 class _Chunk:

@@ -27,9 +27,11 @@ def summary_lines(out: Path, report: dict[str, Any]) -> list[str]:
     lines.append(f"wrote {out} and {report_path(out, '.md')}")
     guard = report.get("label_free_guard")
     if guard and "tries" in guard:
-        last = guard["tries"][-1] if guard["tries"] else {}
+        kept = len(guard["kept_float"])  # the kept candidate's try (the closest if none met)
+        tries = guard["tries"] or [{}]
+        last = next((t for t in tries if t.get("kept_float") == kept), tries[-1])
         lines.append(
-            f"label-free guard: {len(guard['kept_float'])} layer(s) kept float; held-out proxy "
+            f"label-free guard: {kept} layer(s) kept float; held-out proxy "
             f"error {last.get('proxy_error')} ({'within' if guard['met'] else 'NOT within'} "
             f"{guard['bound']})"
         )

@@ -345,3 +345,16 @@ def test_an_ort_calibrator_error_in_the_guard_is_a_calibration_error(
             builder.rank([np.zeros((32, 32, 3), np.uint8)])
     finally:
         builder.close()
+
+
+def test_summary_gives_the_kept_candidates_error(tmp_path: Path) -> None:
+    """When no candidate met the bound, the closest is kept: the printed error is its own, not
+    the last candidate's."""
+    from edgedet.calibration.report import summary_lines
+
+    tries = [{"kept_float": 0, "proxy_error": 0.37, "ok": False},
+             {"kept_float": 16, "proxy_error": 0.107, "ok": False},
+             {"kept_float": 32, "proxy_error": 0.127, "ok": False}]  # fmt: skip
+    guard = {"tries": tries, "kept_float": ["L"] * 16, "met": False, "bound": 0.1}
+    lines = summary_lines(tmp_path / "q.xml", {"label_free_guard": guard, "labelled_check": True})
+    assert "16 layer(s) kept float; held-out proxy error 0.107 (NOT within 0.1)" in lines[1]
