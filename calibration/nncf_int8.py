@@ -13,10 +13,10 @@
 - `quantize_onnx_nncf`: NNCF's ONNX backend, which writes a QDQ ONNX model (node names are used
   as they are).
 
-Method mapping: ``minmax`` -> ``MINMAX``; ``percentile`` -> ``MEAN_QUANTILE`` with outlier
-probability ``1 - percentile/100``; ``mse`` and ``entropy`` -> ``HISTOGRAM`` (NNCF's
-quantization-error minimisation over a histogram; NNCF has no KL-divergence estimator, the
-record says so).
+Method mapping: ``minmax`` -> ``MINMAX``; ``mean_minmax`` -> ``MEAN_MINMAX``; ``percentile`` ->
+``MEAN_QUANTILE`` with outlier probability ``1 - percentile/100``; ``mse`` and ``entropy`` ->
+``HISTOGRAM`` (NNCF's quantization-error minimisation over a histogram; NNCF has no
+KL-divergence estimator, the record says so).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def advanced_parameters(spec: CalibrationSpec) -> Any:
 
     if spec.method == "minmax":
         est = RangeEstimatorParametersSet.MINMAX
+    elif spec.method == "mean_minmax":
+        est = RangeEstimatorParametersSet.MEAN_MINMAX
     elif spec.method == "percentile":
         base = RangeEstimatorParametersSet.MEAN_QUANTILE
         prob = max(1e-7, 1.0 - spec.percentile / 100.0)

@@ -75,6 +75,7 @@ def _method_enum(q: Any, method: str) -> Any:
         "entropy": q.CalibrationMethod.Entropy,
         "percentile": q.CalibrationMethod.Percentile,
         "mse": q.CalibrationMethod.MinMax,  # ranges computed by edgedet, stored as min/max
+        "mean_minmax": q.CalibrationMethod.MinMax,  # ORT's MinMax, averaged over batches
     }[method]
 
 
@@ -401,6 +402,8 @@ def calibrate_ranges(
             # ORT's default (128 bins, 128 quantized bins) can only return the full range
             calib_opts["num_bins"] = HISTOGRAM_BINS
             calib_opts["num_quantized_bins"] = 128
+        if spec.method == "mean_minmax":
+            calib_opts["moving_average"] = True
         calibrator = q.create_calibrator(
             prepared.path,
             list(targets.op_types),
@@ -408,12 +411,21 @@ def calibrate_ranges(
             calibrate_method=_method_enum(q, spec.method),
             extra_options=calib_opts,
         )
-        if spec.method != "minmax":  # histograms: the robust collector
+        if spec.method == "mean_minmax":
+            # ORT's MinMax with ``moving_average`` averages the per-batch ReduceMin/ReduceMax of
+            # one collect_data call (then blends later calls with an exponential average): one
+            # call over every batch gives the plain mean of per-image ranges (batch size 1).
+            # It holds two scalars per tensor and batch, so it needs no chunks.
+            source.rewind()
+            calibrator.collect_data(source)
+        elif spec.method == "minmax":
+            _collect_chunked(calibrator, source)
+        else:  # histograms: the robust collector
             _robust(calibrator, targets, stats)
-        _collect_chunked(calibrator, source)
+            _collect_chunked(calibrator, source)
         data = calibrator.compute_data()
         kept = {k: v for k, v in data.items() if k in targets.tensors}
-        if spec.method == "minmax":
+        if spec.method in ("minmax", "mean_minmax"):
             stats.measured, stats.left_out = len(kept), len(data.data) - len(kept)
         save_tensors_data(TensorsData(data.calibration_method, kept), prepared.cache)
         del calibrator

@@ -190,12 +190,14 @@ def _guard_and_fidelity_lines(report: dict[str, Any]) -> list[str]:
             "",
             f"Label-free guard (held-out proxy error bound {guard['bound']}, "
             f"{guard['heldout_images']} held-out images): kept {len(guard['kept_float'])} "
-            f"layer(s) float; bound met: {guard['met']}",
+            f"layer(s) float; bound met: {guard['met']}"
+            + (f"; range estimator kept: {guard['method']}" if guard.get("method") else ""),
             "",
         ]
         for t in guard["tries"]:
+            how = f" ({t['method']})" if t.get("method") else ""
             lines.append(
-                f"- {t['kept_float']} float: proxy error {t['proxy_error']:.4f} "
+                f"- {t['kept_float']} float{how}: proxy error {t['proxy_error']:.4f} "
                 f"{'ok' if t['ok'] else 'over the bound'}"
             )
     elif guard:

@@ -188,3 +188,11 @@ def test_conv_inputs_scope_leaves_layernorm_float(tmp_path: Path) -> None:
             fed |= {t.get_node().get_type_name() for t in op.output(0).get_target_inputs()}
     assert "MVN" not in fed
     assert fed & {"MatMul", "Reshape"}  # the Gemm's input is quantized (before or after Reshape)
+
+
+def test_mean_minmax_maps_to_nncf_mean_minmax() -> None:
+    from edgedet.calibration.nncf_int8 import advanced_parameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    params = advanced_parameters(CalibrationSpec(method="mean_minmax"))
+    assert params.activations_range_estimator_params == RangeEstimatorParametersSet.MEAN_MINMAX

@@ -70,12 +70,18 @@ class _Batches:
 
     def __init__(self, batches: list[np.ndarray]) -> None:
         self.batches = batches
+        self._it: Any = None
 
     def rewind(self) -> None:
-        pass
+        self._it = None
 
     def __iter__(self) -> Any:
         return iter([{"x": b} for b in self.batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:  # ORT's CalibrationDataReader
+        if self._it is None:
+            self._it = iter(self)
+        return next(self._it, None)
 
 
 def _outlier_batches() -> list[np.ndarray]:
@@ -181,7 +187,7 @@ def test_calibration_survives_an_outlier_image(tmp_path: Path) -> None:
     assert any(n.op_type == "QuantizeLinear" and n.input[0] == "x" for n in q.graph.node)
 
 
-@pytest.mark.parametrize("method", ["mse", "entropy", "percentile", "minmax"])
+@pytest.mark.parametrize("method", ["mse", "entropy", "percentile", "minmax", "mean_minmax"])
 def test_only_quantized_tensors_are_measured(tmp_path: Path, method: str) -> None:
     """ORT's calibrator would measure h (a MatMul output, never re-quantized with
     scope="conv_inputs") and r (read only by the layer kept float); edgedet measures x only,
@@ -250,3 +256,20 @@ def test_report_states_what_edgedet_changed(tmp_path: Path) -> None:
     md = render_markdown({**report, "activation_ranges": ranges})
     assert "1 tensors measured, the inputs of the layers quantized" in md
     assert "**warning**: activation ranges: 1 activation histogram(s) outgrew" in md
+
+
+def test_mean_minmax_is_the_mean_of_per_image_ranges(tmp_path: Path) -> None:
+    """``mean_minmax``: ORT's MinMax calibrator with ``moving_average`` over one collect_data
+    call averages the per-batch (per-image) min and max, so one image reaching 100 moves the
+    range a little instead of setting it (``minmax`` gives 100)."""
+    prepared = _prepared(tmp_path)
+    batches = [np.full((1, 16), 1.0, np.float32) for _ in range(8)]
+    for b in batches:
+        b[0, 0] = -1.0
+    batches[5][0, 1] = 100.0
+    spec = SPEC.replace(method="mean_minmax")
+    calibrate_ranges(prepared, _Batches(batches), spec)  # type: ignore[arg-type]
+    lo, hi = load_ranges(prepared.cache)["x"]
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx((7 * 1.0 + 100.0) / 8)
+    calibrate_ranges(prepared, _Batches(batches), SPEC.replace(method="minmax"))  # type: ignore[arg-type]
+    assert load_ranges(prepared.cache)["x"][1] == pytest.approx(100.0)
