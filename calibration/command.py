@@ -1,9 +1,9 @@
 """``edgedet calibrate``: INT8 calibration from the command line.
 
     edgedet calibrate MODEL --images DIR | --data DATA [--runtime onnxruntime|openvino|tensorrt]
-        [--method minmax|entropy|percentile|mse] [--num N] [--exclude NAME|TYPE|/REGEX/ ...]
-        [--family F] [--names coco] [--val DATA [--max-map-drop X] [--max-class-drop Y]]
-        [--out PATH]
+        [--method minmax|entropy|percentile|mse|mean_minmax] [--num N]
+        [--exclude NAME|TYPE|/REGEX/ ...] [--family F] [--names coco]
+        [--val DATA [--max-map-drop X] [--max-class-drop Y]] [--out PATH]
     edgedet calibrate sweep MODEL --images DIR|--data DATA --val DATA
         [--methods minmax,percentile,mse] [--nums 100,300] [--runtime ...] [--out DIR]
 

@@ -13,10 +13,10 @@
 - `quantize_onnx_nncf`: NNCF's ONNX backend, which writes a QDQ ONNX model (node names are used
   as they are).
 
-Method mapping: ``minmax`` -> ``MINMAX``; ``percentile`` -> ``MEAN_QUANTILE`` with outlier
-probability ``1 - percentile/100``; ``mse`` and ``entropy`` -> ``HISTOGRAM`` (NNCF's
-quantization-error minimisation over a histogram; NNCF has no KL-divergence estimator, the
-record says so).
+Method mapping: ``minmax`` -> ``MINMAX``; ``mean_minmax`` -> ``MEAN_MINMAX``; ``percentile`` ->
+``MEAN_QUANTILE`` with outlier probability ``1 - percentile/100``; ``mse`` and ``entropy`` ->
+``HISTOGRAM`` (NNCF's quantization-error minimisation over a histogram; NNCF has no
+KL-divergence estimator, the record says so).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def advanced_parameters(spec: CalibrationSpec) -> Any:
 
     if spec.method == "minmax":
         est = RangeEstimatorParametersSet.MINMAX
+    elif spec.method == "mean_minmax":
+        est = RangeEstimatorParametersSet.MEAN_MINMAX
     elif spec.method == "percentile":
         base = RangeEstimatorParametersSet.MEAN_QUANTILE
         prob = max(1e-7, 1.0 - spec.percentile / 100.0)
@@ -93,34 +95,68 @@ def onnx_to_ov_names(ov_model: Any, onnx_model: Any, names: Sequence[str]) -> li
     The frontend splits an ONNX Conv with bias into Convolution + Add and gives the ONNX output
     name to the Add, so for a matched Add / Multiply the compute op feeding it is taken too
     (NNCF quantizes the Convolution's inputs; ignoring only the Add would keep it quantized).
+    An ONNX Gemm becomes MatMul -> Multiply (alpha) -> Add (+ beta * C): for an ONNX compute
+    node the walk goes back through up to `_GEMM_HOPS` Multiply / Add ops to its MatMul (a
+    Ultralytics RT-DETR export's Linear layers are such Gemms: without this its DETR heads were
+    quantized by NNCF although kept float in ONNX Runtime's QDQ).
     """
     wanted: dict[str, str] = {}
+    compute_nodes: set[str] = set()
     for node in onnx_model.graph.node:
         if node.name in names:
             for out in node.output:
                 wanted[out] = node.name
-    compute = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
+            if node.op_type in _ONNX_COMPUTE:
+                compute_nodes.add(node.name)
     found: list[str] = []
     for op in ov_model.get_ops():
         if op.get_type_name() in ("Result", "Parameter", "Constant"):
             continue
         for output in op.outputs():
-            if any(t in wanted for t in output.get_names()):
+            hits = [wanted[t] for t in output.get_names() if t in wanted]
+            if hits:
                 found.append(op.get_friendly_name())
                 if op.get_type_name() in ("Add", "Multiply"):
-                    for inp in op.inputs():
-                        src = inp.get_source_output().get_node()
-                        if src.get_type_name() in compute:
-                            found.append(src.get_friendly_name())
+                    hops = _GEMM_HOPS if any(h in compute_nodes for h in hits) else 1
+                    found.extend(_compute_behind(op, hops))
                 break
     return sorted(set(found))
 
 
+#: OpenVINO compute ops whose inputs NNCF quantizes.
+_OV_COMPUTE = frozenset({"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"})
+_ONNX_COMPUTE = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: Multiply / Add ops between an ONNX Gemm's OpenVINO MatMul and its output (alpha, + C).
+_GEMM_HOPS = 3
+
+
+def _compute_behind(op: Any, hops: int) -> list[str]:
+    """Compute ops feeding ``op`` directly or through up to ``hops - 1`` Multiply / Add ops."""
+    found: list[str] = []
+    frontier = [op]
+    for _ in range(hops):
+        nxt = []
+        for node in frontier:
+            for inp in node.inputs():
+                src = inp.get_source_output().get_node()
+                kind = src.get_type_name()
+                if kind in _OV_COMPUTE:
+                    found.append(src.get_friendly_name())
+                elif kind in ("Multiply", "Add"):
+                    nxt.append(src)
+        frontier = nxt
+    return found
+
+
 #: ``scope="conv_inputs"``: OpenVINO op types whose inputs NNCF must not quantize (it does by
 #: default: on YOLOX-nano 208 of its 352 quantizers sit on the SiLU Multiply).
+#: Normalisations and reductions too: on a scratch RT-DETR NNCF put 9 quantizers on the
+#: LayerNorm (``MVN``) inputs, the transformer's residual stream, which ONNX Runtime's
+#: ``conv_inputs`` leaves float.
 NON_COMPUTE_OV_TYPES = (
     "Multiply", "Add", "Subtract", "Divide", "Concat", "MaxPool", "AvgPool", "Interpolate",
     "Sigmoid", "Swish", "Maximum", "Minimum", "ReduceMean", "Power", "Squeeze", "Unsqueeze",
+    "MVN", "NormalizeL2", "GroupNormalization", "ReduceSum", "ReduceMax", "ReduceL2",
 )  # fmt: skip
 
 

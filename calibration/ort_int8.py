@@ -36,6 +36,16 @@ from edgedet.errors import CalibrationError, missing_extra
 from edgedet.meta import ModelMeta, write_onnx_meta
 from edgedet.workdir import make_work_dir, remove_work_dir
 
+from .ort_ranges import (
+    MAX_BINS_FACTOR,
+    MAX_BINS_FACTOR_ENTROPY,
+    CalibrationTargets,
+    RangeStats,
+    RobustHistograms,
+    calibration_targets,
+    install,
+    restrict,
+)
 from .source import CalibrationSource
 from .spec import CalibrationSpec, Exclusion, resolve_exclusions
 
@@ -65,6 +75,7 @@ def _method_enum(q: Any, method: str) -> Any:
         "entropy": q.CalibrationMethod.Entropy,
         "percentile": q.CalibrationMethod.Percentile,
         "mse": q.CalibrationMethod.MinMax,  # ranges computed by edgedet, stored as min/max
+        "mean_minmax": q.CalibrationMethod.MinMax,  # ORT's MinMax, averaged over batches
     }[method]
 
 
@@ -131,26 +142,41 @@ def _calibrate_mse(
     work: Path,
     cache: Path,
     spec: CalibrationSpec,
+    targets: CalibrationTargets,
+    stats: RangeStats,
 ) -> None:
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
     calibrator = q.create_calibrator(
         model_path,
-        None,
+        list(targets.op_types),
         augmented_model_path=str(work / "augmented_mse.onnx"),
         calibrate_method=q.CalibrationMethod.Entropy,
         extra_options={"num_bins": HISTOGRAM_BINS, "symmetric": False},
     )
+    collector = _robust(calibrator, targets, stats)
     _collect_chunked(calibrator, source)
     ranges: dict[str, Any] = {}
-    for name, item in calibrator.collector.histogram_dict.items():
+    for name, item in collector.histogram_dict.items():
         hist, edges, vmin, vmax = item[0], item[1], item[2], item[3]
         a, b = mse_range(np.asarray(hist), np.asarray(edges), float(vmin), float(vmax))
         if spec.symmetric_activations:
             t = max(abs(a), abs(b))
             a, b = -t, t
         ranges[name] = TensorData(lowest=np.array(a, np.float32), highest=np.array(b, np.float32))
+    for name, (a, b) in collector.minmax_ranges(spec.symmetric_activations).items():
+        ranges[name] = TensorData(lowest=np.array(a, np.float32), highest=np.array(b, np.float32))
     save_tensors_data(TensorsData(q.CalibrationMethod.MinMax, ranges), cache)
+
+
+def _robust(calibrator: Any, targets: CalibrationTargets, stats: RangeStats) -> RobustHistograms:
+    """Measure only ``targets`` and give ORT's histogram calibrator the robust collector
+    (`edgedet.calibration.ort_ranges`)."""
+    stats.measured, stats.left_out = restrict(calibrator, targets)
+    # ORT's entropy search is quadratic in the bin count: a tighter cap (mse runs ORT's entropy
+    # calibrator for its histograms but searches them itself, linearly)
+    entropy = stats.method == "entropy"
+    return install(calibrator, stats, MAX_BINS_FACTOR_ENTROPY if entropy else MAX_BINS_FACTOR)
 
 
 class _Chunk:
@@ -228,6 +254,8 @@ class PreparedModel:
     cache: Path
     calibrated_with: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: what the last `calibrate_ranges` measured (`ort_ranges.RangeStats.to_dict`), or None
+    ranges: dict[str, Any] | None = None
 
 
 def prepare(model_path: str | Path, work: Path) -> PreparedModel:
@@ -240,6 +268,7 @@ def prepare(model_path: str | Path, work: Path) -> PreparedModel:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src = Path(model_path)
+    work = Path(work).resolve()
     pre = work / "pre.onnx"
     notes: list[str] = []
     original = onnx.load(str(src))
@@ -265,8 +294,10 @@ def prepare(model_path: str | Path, work: Path) -> PreparedModel:
     if symbolic is not None:
         notes.append(symbolic)
         log.warning("calibration: %s", symbolic)
+    src = src.resolve()  # absolute: ORT runs in the work folder below
     try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=symbolic is not None)
+        with _cwd(work):
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=symbolic is not None)
         preprocessed = True
     except Exception as err:  # ORT raises plain Exception subclasses from several layers
         notes.append(
@@ -274,7 +305,10 @@ def prepare(model_path: str | Path, work: Path) -> PreparedModel:
         )
         log.warning("calibration: %s", notes[-1])
         try:
-            quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
+            with _cwd(work):
+                quant_pre_process(
+                    str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True
+                )
             preprocessed = True
         except Exception as err2:  # same: fall back to the plain graph
             notes.append(f"shape-only pre-processing failed too ({type(err2).__name__})")
@@ -284,6 +318,22 @@ def prepare(model_path: str | Path, work: Path) -> PreparedModel:
         onnx.save(model, str(pre))
     del q
     return PreparedModel(pre, work, preprocessed, work / "ranges.json", notes=notes)
+
+
+@contextlib.contextmanager
+def _cwd(folder: Path) -> Iterator[None]:
+    """Run in ``folder``: ORT's symbolic shape inference saves ``sym_shape_infer_temp.onnx``
+    (and its external data) in the *current* directory when it cannot infer every shape, and
+    leaves it there; in edgedet's work folder it is removed with the folder. (Python 3.10 has no
+    ``contextlib.chdir``.)"""
+    import os
+
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _sympy_note() -> str | None:
@@ -305,18 +355,41 @@ def _sympy_note() -> str | None:
 
 
 def calibrate_ranges(
-    prepared: PreparedModel, source: CalibrationSource, spec: CalibrationSpec
+    prepared: PreparedModel,
+    source: CalibrationSource,
+    spec: CalibrationSpec,
+    family: str | None = None,
 ) -> None:
-    """Run calibration once and store the activation ranges in ``prepared.cache``."""
+    """Run calibration once and store the activation ranges in ``prepared.cache``.
+
+    Only the tensors ``quantize_static`` will quantize are measured: the inputs of the layers
+    ``spec`` quantizes on this graph (``family``: the model family, for its exclusion rules),
+    see `edgedet.calibration.ort_ranges`; what was measured and re-binned goes to
+    ``prepared.ranges`` (and, as sentences, ``prepared.notes``) for the calibration record."""
+    import onnx
+
     q = _ort_quant()
-    if prepared.calibrated_with == _range_key(spec):
+    key = _range_key(spec, family)
+    if prepared.calibrated_with == key:
         return
     prepared.cache.unlink(missing_ok=True)
+    model = onnx.load(str(prepared.path), load_external_data=False)
+    exclusion = resolve_exclusions(model, spec, family)
+    targets = calibration_targets(
+        model,
+        exclusion.names,
+        op_types=SCOPE_OPS if spec.scope == "conv_inputs" else None,
+        quantize_outputs=spec.scope != "conv_inputs",
+    )
+    del model
+    stats = RangeStats(spec.method, rule=targets.rule)
     source.rewind()
     if spec.method == "mse":
-        _calibrate_mse(q, prepared.path, source, prepared.work, prepared.cache, spec)
+        _calibrate_mse(
+            q, prepared.path, source, prepared.work, prepared.cache, spec, targets, stats
+        )
     else:
-        from onnxruntime.quantization.calibrate import save_tensors_data
+        from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
         opts = extra_options(spec)
         calib_opts: dict[str, Any] = {
@@ -329,21 +402,47 @@ def calibrate_ranges(
             # ORT's default (128 bins, 128 quantized bins) can only return the full range
             calib_opts["num_bins"] = HISTOGRAM_BINS
             calib_opts["num_quantized_bins"] = 128
+        if spec.method == "mean_minmax":
+            calib_opts["moving_average"] = True
         calibrator = q.create_calibrator(
             prepared.path,
-            None,
+            list(targets.op_types),
             augmented_model_path=str(prepared.work / "augmented.onnx"),
             calibrate_method=_method_enum(q, spec.method),
             extra_options=calib_opts,
         )
-        _collect_chunked(calibrator, source)
-        save_tensors_data(calibrator.compute_data(), prepared.cache)
+        if spec.method == "mean_minmax":
+            # ORT's MinMax with ``moving_average`` averages the per-batch ReduceMin/ReduceMax of
+            # one collect_data call (then blends later calls with an exponential average): one
+            # call over every batch gives the plain mean of per-image ranges (batch size 1).
+            # It holds two scalars per tensor and batch, so it needs no chunks.
+            source.rewind()
+            calibrator.collect_data(source)
+        elif spec.method == "minmax":
+            _collect_chunked(calibrator, source)
+        else:  # histograms: the robust collector
+            _robust(calibrator, targets, stats)
+            _collect_chunked(calibrator, source)
+        data = calibrator.compute_data()
+        kept = {k: v for k, v in data.items() if k in targets.tensors}
+        if spec.method in ("minmax", "mean_minmax"):
+            stats.measured, stats.left_out = len(kept), len(data.data) - len(kept)
+        save_tensors_data(TensorsData(data.calibration_method, kept), prepared.cache)
         del calibrator
-    prepared.calibrated_with = _range_key(spec)
+    prepared.ranges = stats.to_dict()
+    prepared.notes[:] = [n for n in prepared.notes if not n.startswith(_RANGE_NOTE)]
+    prepared.notes.extend(f"{_RANGE_NOTE}{n}" for n in stats.notes())
+    for note in stats.notes():
+        log.warning("calibration: %s", note)
+    prepared.calibrated_with = key
 
 
-def _range_key(spec: CalibrationSpec) -> str:
-    return f"{spec.method}:{spec.percentile}:{spec.symmetric_activations}"
+#: Prefix of the notes `calibrate_ranges` writes (replaced when the ranges are measured again).
+_RANGE_NOTE = "activation ranges: "
+
+
+def _range_key(spec: CalibrationSpec, family: str | None) -> str:
+    return f"{spec.method}:{spec.percentile}:{spec.symmetric_activations}:{spec.scope}:{family}"
 
 
 def quantize_prepared(
@@ -467,11 +566,12 @@ def quantize_onnx(
         model = onnx.load(str(prepared.path), load_external_data=False)
         exclusion = resolve_exclusions(model, spec, meta.family, extra=keep_float)
         with calibration_errors(model_path):
-            calibrate_ranges(prepared, source, spec)
+            calibrate_ranges(prepared, source, spec, meta.family)
         tmp_q = work / "quantized.onnx"
         quantize_prepared(prepared, spec, tmp_q, nodes_to_exclude=exclusion.names)
+        extra = {"activation_ranges": prepared.ranges, **(record_extra or {})}
         record = calibration_record(
-            spec, source, exclusion, tool="onnxruntime", notes=prepared.notes, extra=record_extra
+            spec, source, exclusion, tool="onnxruntime", notes=prepared.notes, extra=extra
         )
         new_meta = meta.replace(precision="int8", calibration=record)
         write_onnx_meta(tmp_q, out, new_meta)  # atomic: temp file + rename

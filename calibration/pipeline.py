@@ -457,11 +457,20 @@ def calibrate(config: CalibrateConfig, *, progress: TaskFactory | None = None) -
                 result = _build(cfg, model, det, spec, source, out)
             elif guard_on and heldout.images:
                 rank_images = [source.load_image(e) for e in source.entries[:16]]
+                from .guard import FALLBACK_METHOD
+
+                # no --method: the guard may also try the per-image range estimator
+                fallback = None
+                if cfg.method is None and spec.method != FALLBACK_METHOD:
+                    fallback = builder.with_spec(spec.replace(method=FALLBACK_METHOD))
                 guarded = guard_without_labels(
                     builder, out, heldout, reference,
                     lambda p: _open(p, cfg, checked_on), rank_images,
-                    bound=bound, progress=task,
+                    bound=bound, progress=task, fallback=fallback,
                 )  # fmt: skip
+                if guarded.builder is not None and guarded.builder is not builder:
+                    spec = guarded.builder.spec  # the estimator the guard kept
+                    builder = guarded.builder  # (one work folder: closed once, below)
                 result = guarded.result
                 report["label_free_guard"] = guarded.to_dict()
                 if guarded.sensitivity is not None:
@@ -487,6 +496,9 @@ def calibrate(config: CalibrateConfig, *, progress: TaskFactory | None = None) -
                     latency=want_latency and not heldout.images,
                 ) and met  # fmt: skip
                 result = report.pop("_result", result)
+            ranges = builder.activation_ranges()
+            if ranges is not None:  # what edgedet changed in ORT's range measurement
+                report["activation_ranges"] = ranges
         finally:
             builder.close()
         if heldout.images:

@@ -27,9 +27,11 @@ def summary_lines(out: Path, report: dict[str, Any]) -> list[str]:
     lines.append(f"wrote {out} and {report_path(out, '.md')}")
     guard = report.get("label_free_guard")
     if guard and "tries" in guard:
-        last = guard["tries"][-1] if guard["tries"] else {}
+        kept = len(guard["kept_float"])  # the kept candidate's try (the closest if none met)
+        tries = guard["tries"] or [{}]
+        last = next((t for t in tries if t.get("kept_float") == kept), tries[-1])
         lines.append(
-            f"label-free guard: {len(guard['kept_float'])} layer(s) kept float; held-out proxy "
+            f"label-free guard: {kept} layer(s) kept float; held-out proxy "
             f"error {last.get('proxy_error')} ({'within' if guard['met'] else 'NOT within'} "
             f"{guard['bound']})"
         )
@@ -103,6 +105,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for w in images.get("warnings", []):
         lines.append(f"- **warning**: {w}")
+    lines += _activation_range_lines(report.get("activation_ranges"))
     for s in images.get("skipped", []):
         lines.append(f"- skipped: {s}")
     size = report.get("size_mb")
@@ -164,6 +167,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _activation_range_lines(ranges: dict[str, Any] | None) -> list[str]:
+    """What ONNX Runtime's range measurement did (`edgedet.calibration.ort_ranges`)."""
+    if not ranges:
+        return []
+    lines = [
+        f"- activation ranges ({ranges.get('tool')}, {ranges.get('method')}, for "
+        f"{ranges.get('used_for')}): {ranges.get('tensors_measured')} tensors measured, the "
+        f"{ranges.get('rule')}; {ranges.get('tensors_left_out')} tensors of those op types "
+        f"not measured"
+    ]
+    for note in ranges.get("notes", []):
+        lines.append(f"- **warning**: {note}")
+    return lines
+
+
 def _guard_and_fidelity_lines(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     guard = report.get("label_free_guard")
@@ -172,12 +190,14 @@ def _guard_and_fidelity_lines(report: dict[str, Any]) -> list[str]:
             "",
             f"Label-free guard (held-out proxy error bound {guard['bound']}, "
             f"{guard['heldout_images']} held-out images): kept {len(guard['kept_float'])} "
-            f"layer(s) float; bound met: {guard['met']}",
+            f"layer(s) float; bound met: {guard['met']}"
+            + (f"; range estimator kept: {guard['method']}" if guard.get("method") else ""),
             "",
         ]
         for t in guard["tries"]:
+            how = f" ({t['method']})" if t.get("method") else ""
             lines.append(
-                f"- {t['kept_float']} float: proxy error {t['proxy_error']:.4f} "
+                f"- {t['kept_float']} float{how}: proxy error {t['proxy_error']:.4f} "
                 f"{'ok' if t['ok'] else 'over the bound'}"
             )
     elif guard:

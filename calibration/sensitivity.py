@@ -299,7 +299,7 @@ def layer_sensitivity(
     try:
         if prepared is None:
             prepared = prepare(model_path, work)
-        calibrate_ranges(prepared, source, spec)
+        calibrate_ranges(prepared, source, spec, meta.family)
         ranges = load_ranges(prepared.cache)
         model = onnx.load(str(prepared.path))
         exclusion = resolve_exclusions(model, spec, meta.family)

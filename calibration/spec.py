@@ -22,7 +22,7 @@ from edgedet.errors import InvalidInputError
 from .detr_tail import find_detr_decoder
 from .tail import COMPUTE_OPS, DecodeTail, ensure_node_names, find_decode_tail, find_input_convs
 
-METHODS = ("minmax", "entropy", "percentile", "mse")
+METHODS = ("minmax", "entropy", "percentile", "mse", "mean_minmax")
 HEAD_CONV_POLICIES = ("auto", "quantize", "float")
 SCOPES = ("conv_inputs", "all")
 
@@ -44,7 +44,10 @@ class CalibrationSpec:
         method: activation range estimator: ``minmax`` (observed min/max), ``entropy`` (KL
             divergence of the histogram, TensorRT's classic), ``percentile`` (clip at
             ``percentile`` of |x|), ``mse`` (clipping range that minimises the quantization
-            mean squared error over the histogram).
+            mean squared error over the histogram), ``mean_minmax`` (the mean over images of
+            each image's min and max: robust to a few images whose activations reach far
+            beyond the others', which the pooled estimators follow; the label-free guard tries
+            it when ``mse`` misses its bound, see `edgedet.calibration.guard`).
         percentile: the percentile for ``method="percentile"``, in (90, 100].
         num_images: how many calibration images (chosen reproducibly with ``seed``).
         seed: the seed of that choice; None takes the first ``num_images`` in order.

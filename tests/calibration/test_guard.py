@@ -92,17 +92,20 @@ class _Int8:
         self.shifts = shifts
 
     def __call__(self, path: Path) -> Any:
-        k = int(path.stem[1:])
-        shift = self.shifts[k]
+        return _ShiftedDet(self.shifts[int(path.stem[1:])])
 
-        class _Det:
-            def __call__(self, image: Any) -> Detections:
-                return _dets(shift)
 
-            def close(self) -> None:
-                pass
+class _ShiftedDet:
+    """A detector double whose boxes are off by ``shift``."""
 
-        return _Det()
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def __call__(self, image: Any) -> Detections:
+        return _dets(self.shift)
+
+    def close(self) -> None:
+        pass
 
 
 def test_guard_keeps_layers_float_until_the_held_out_error_is_within_bound(tmp_path: Path) -> None:
@@ -345,3 +348,75 @@ def test_an_ort_calibrator_error_in_the_guard_is_a_calibration_error(
             builder.rank([np.zeros((32, 32, 3), np.uint8)])
     finally:
         builder.close()
+
+
+def test_summary_gives_the_kept_candidates_error(tmp_path: Path) -> None:
+    """When no candidate met the bound, the closest is kept: the printed error is its own, not
+    the last candidate's."""
+    from edgedet.calibration.report import summary_lines
+
+    tries = [{"kept_float": 0, "proxy_error": 0.37, "ok": False},
+             {"kept_float": 16, "proxy_error": 0.107, "ok": False},
+             {"kept_float": 32, "proxy_error": 0.127, "ok": False}]  # fmt: skip
+    guard = {"tries": tries, "kept_float": ["L"] * 16, "met": False, "bound": 0.1}
+    lines = summary_lines(tmp_path / "q.xml", {"label_free_guard": guard, "labelled_check": True})
+    assert "16 layer(s) kept float; held-out proxy error 0.107 (NOT within 0.1)" in lines[1]
+
+
+class _MethodBuilder(_Builder):
+    """A builder double with a range estimator (what the fallback changes)."""
+
+    def __init__(self, method: str, log: list[str]) -> None:
+        super().__init__()
+        self.spec = type("Spec", (), {"method": method})()
+        self.log = log
+
+    def build(self, out: Path, keep_float: Any = ()) -> QuantizeResult:
+        self.log.append(f"{self.spec.method}:{len(list(keep_float))}")
+        return super().build(out, keep_float)
+
+    def rank(self, images: Any, progress: Any = None) -> SensitivityReport:
+        self.log.append(f"rank:{self.spec.method}")
+        return super().rank(images, progress)
+
+
+class _ByMethod:
+    """Opens a candidate: its error depends on the estimator that built it and the layers
+    kept float (read back from the builders' log)."""
+
+    def __init__(self, log: list[str], shifts: dict[str, float]) -> None:
+        self.log, self.shifts = log, shifts
+
+    def __call__(self, path: Path) -> Any:
+        return _ShiftedDet(self.shifts[self.log[-1]])
+
+
+def _guard_with_fallback(
+    tmp_path: Path, shifts: dict[str, float], name: str = "q.xml"
+) -> tuple[Any, list[str], _MethodBuilder]:
+    """The guard over an "mse" builder with a "mean_minmax" fallback; (result, build log, alt)."""
+    log: list[str] = []
+    main, alt = _MethodBuilder("mse", log), _MethodBuilder("mean_minmax", log)
+    res = guard_without_labels(
+        main, tmp_path / name, _heldout(tmp_path), [_dets()] * 3, _ByMethod(log, shifts), [],
+        bound=0.1, fallback=alt,
+    )  # fmt: skip
+    return res, log, alt
+
+
+def test_guard_goes_on_with_the_fallback_estimator_when_it_is_closer(tmp_path: Path) -> None:
+    shifts = {"mse:0": 9.0, "mean_minmax:0": 2.0, "mean_minmax:1": 0.0}
+    res, log, alt = _guard_with_fallback(tmp_path, shifts)
+    assert log == ["mse:0", "mean_minmax:0", "rank:mean_minmax", "mean_minmax:1"]
+    assert [(t["kept_float"], t["method"]) for t in res.tries] == [
+        (0, "mse"), (0, "mean_minmax"), (1, "mean_minmax")
+    ]
+    assert res.met and res.builder is alt and res.method == "mean_minmax"
+    assert res.to_dict()["method"] == "mean_minmax"
+
+
+def test_guard_keeps_the_default_estimator_when_it_is_closer_or_within(tmp_path: Path) -> None:
+    res, log, _ = _guard_with_fallback(tmp_path, {"mse:0": 2.0, "mean_minmax:0": 9.0, "mse:1": 0.0})
+    assert log == ["mse:0", "mean_minmax:0", "rank:mse", "mse:1"] and res.method == "mse"
+    res, log, _ = _guard_with_fallback(tmp_path, {"mse:0": 0.0}, "q2.xml")
+    assert log == ["mse:0"] and res.met  # within the bound at once: no fallback built

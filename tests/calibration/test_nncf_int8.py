@@ -126,3 +126,73 @@ def test_accuracy_control_uses_edgedet_map(
         tiny_model, src, spec, out, tiny_detector.meta, val, max_drop_points=1.0
     )
     assert out.is_file() and res.record["max_drop_points"] == 1.0
+
+
+def _linear_layernorm(path: Path) -> Path:
+    """x (N, 8, 16) -> LayerNormalization "ln" -> Reshape (N*8, 16) -> Gemm "head" (bias) ->
+    y: the shape of an Ultralytics RT-DETR export's Linear layers after ONNX simplification."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.ones(16, np.float32), "g"),
+        numpy_helper.from_array(np.zeros(16, np.float32), "b"),
+        numpy_helper.from_array(np.array([-1, 16], np.int64), "shape"),
+        numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], name="ln", axis=-1),
+        helper.make_node("Reshape", ["n", "shape"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w", "bias"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 4])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_gemm_maps_to_its_matmul(tmp_path: Path) -> None:
+    """OpenVINO reads an ONNX Gemm as MatMul -> Multiply -> Add; ignoring only the Add (which
+    carries the ONNX output name) left a DETR head quantized in the IR."""
+    import onnx
+
+    path = _linear_layernorm(tmp_path / "linear.onnx")
+    ov_model = ov.Core().read_model(str(path))
+    names = onnx_to_ov_names(ov_model, onnx.load(str(path)), ["head"])
+    types = {op.get_friendly_name(): op.get_type_name() for op in ov_model.get_ops()}
+    assert "MatMul" in {types[n] for n in names}
+
+
+def test_conv_inputs_scope_leaves_layernorm_float(tmp_path: Path) -> None:
+    """scope="conv_inputs": NNCF quantizes the Gemm's input, not the LayerNorm's (MVN)."""
+    import nncf
+    import onnx
+    from edgedet.calibration.nncf_int8 import _ignored_scope
+    from edgedet.calibration.spec import Exclusion
+
+    path = _linear_layernorm(tmp_path / "linear.onnx")
+    ov_model = ov.Core().read_model(str(path))
+    rng = np.random.default_rng(1)
+    data = nncf.Dataset([rng.normal(size=(1, 8, 16)).astype(np.float32) for _ in range(4)])
+    scope = _ignored_scope(nncf, ov_model, onnx.load(str(path)), Exclusion((), {}, None), CalibrationSpec())
+    q = nncf.quantize(ov_model, data, subset_size=4, ignored_scope=scope)
+    fed = set()
+    for op in q.get_ops():
+        if op.get_type_name() == "FakeQuantize":
+            fed |= {t.get_node().get_type_name() for t in op.output(0).get_target_inputs()}
+    assert "MVN" not in fed
+    assert fed & {"MatMul", "Reshape"}  # the Gemm's input is quantized (before or after Reshape)
+
+
+def test_mean_minmax_maps_to_nncf_mean_minmax() -> None:
+    from edgedet.calibration.nncf_int8 import advanced_parameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    params = advanced_parameters(CalibrationSpec(method="mean_minmax"))
+    assert params.activations_range_estimator_params == RangeEstimatorParametersSet.MEAN_MINMAX

@@ -26,7 +26,7 @@ def test_defaults() -> None:
     [
         (
             {"method": "kl"},
-            r"calibration method must be one of minmax, entropy, percentile, mse, got 'kl'",
+            r"calibration method must be one of minmax, entropy, percentile, mse, mean_minmax, got 'kl'",
         ),
         ({"percentile": 50}, r"percentile must be in \(90, 100\], got 50"),
         ({"percentile": "high"}, r"percentile must be a number, got 'high'"),
