@@ -135,7 +135,8 @@ def enumerate_candidates(
     from edgedet.runtimes.registry import runtime_capabilities, runtime_names
 
     probe = probe or registry_probe
-    names = [n for n in runtime_names() if n != "torch"]  # torch runs a module, not a file
+    # candidates are built from an ONNX model: the runtimes that declare they run one
+    names = [n for n in runtime_names() if "onnx" in runtime_capabilities(n).model_formats]
     if runtimes:
         unknown = sorted(set(runtimes) - set(names))
         if unknown:

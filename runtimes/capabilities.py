@@ -73,6 +73,9 @@ class RuntimeCapabilities:
             integer kernels, when its accurate default scope runs slower than float (ONNX
             Runtime's CPU provider fuses DQ->Conv->Q only when the conv output is quantized too:
             docs/optimize.md); ``edgedet optimize`` adds that variant as a candidate.
+        model_formats: model files it runs: ``onnx``, ``openvino_ir``, ``engine`` (a serialized
+            TensorRT engine), ``torchscript``; ``edgedet optimize`` builds its candidates from an
+            ONNX model, so it considers the runtimes that run ``onnx``.
         pixel_input: takes a ``pixel_transform`` option (`edgedet.preprocess.PixelTransform`):
             its image input then takes letterboxed uint8 BGR pixels and the conversion to the
             model's float input runs inside its graph; `edgedet.load` passes the model's own.
@@ -89,6 +92,7 @@ class RuntimeCapabilities:
     builds_engine: bool = False
     int8_fused_scope: str | None = None
     pixel_input: bool = False
+    model_formats: tuple[str, ...] = ("onnx",)
 
     def __post_init__(self) -> None:
         for p in (*self.precisions, *self.precision_option):
@@ -117,6 +121,7 @@ class RuntimeCapabilities:
             "builds_engine": self.builds_engine,
             "int8_fused_scope": self.int8_fused_scope,
             "pixel_input": self.pixel_input,
+            "model_formats": list(self.model_formats),
         }
 
 
@@ -137,6 +142,7 @@ OPENVINO = RuntimeCapabilities(
     async_infer=True,
     precision_from_meta=True,
     pixel_input=True,
+    model_formats=("onnx", "openvino_ir"),
 )
 TENSORRT = RuntimeCapabilities(
     devices=("cuda", "dla"),
@@ -145,5 +151,8 @@ TENSORRT = RuntimeCapabilities(
     int8_formats=("qdq_onnx",),
     int8_symmetric=True,
     builds_engine=True,
+    model_formats=("onnx", "engine"),
 )
-TORCH = RuntimeCapabilities(devices=("cpu", "cuda"), precisions=("fp32",), threads=True)
+TORCH = RuntimeCapabilities(
+    devices=("cpu", "cuda"), precisions=("fp32",), threads=True, model_formats=("torchscript",)
+)

@@ -77,6 +77,28 @@ def test_candidates_follow_the_declarations() -> None:
     ]  # fmt: skip
 
 
+def test_runtimes_come_from_their_declared_model_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch runs TorchScript, not ONNX: not a candidate, by its declaration, not its name."""
+    import dataclasses
+
+    from edgedet.runtimes import registry
+
+    assert "onnx" not in registry.runtime_capabilities("torch").model_formats
+    cands, skipped = opt.enumerate_candidates(probe=_only("onnxruntime", "torch"))
+    assert not any(c.key.startswith("torch") for c in [*cands, *skipped])
+    real = registry.runtime_capabilities
+
+    def declared(name: str) -> Any:
+        caps = real(name)
+        if name == "torch":  # a torch runtime that would load ONNX files
+            return dataclasses.replace(caps, model_formats=("onnx",))
+        return caps
+
+    monkeypatch.setattr(registry, "runtime_capabilities", declared)
+    cands, _ = opt.enumerate_candidates(probe=_only("onnxruntime", "torch"))
+    assert "torch-fp32-float" in {c.key for c in cands}
+
+
 def _rec(map50_95: float, p50: float, diff: tuple[float, float] | None = None) -> dict[str, Any]:
     acc: dict[str, Any] = {"map50_95": map50_95}
     if diff is not None:
