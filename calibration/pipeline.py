@@ -95,7 +95,12 @@ class CalibrateConfig:
         "the head's last convs: float for NanoDet-like heads (auto), or as said",
         choices=("auto", "quantize", "float"),
     )
-    method: str | None = setting(None, "range estimator", choices=METHODS)
+    method: str | None = setting(
+        None,
+        "range estimator (default mse; without this flag the label-free guard also tries "
+        "mean_minmax when mse misses its bound, and keeps the closer one)",
+        choices=METHODS,
+    )
     percentile: float = setting(99.999, "for --method percentile")
     max_map_drop: float | None = setting(None, "budget: mAP50-95 points (needs --val)")
     max_class_drop: float | None = setting(None, "budget per safety class, AP points")
