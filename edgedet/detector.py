@@ -67,6 +67,12 @@ class Detector:
         if meta.input_size is None:
             self.meta = meta = meta.replace(input_size=self.input_hw)
         self.preprocessor = Preprocessor(meta, self.input_hw)
+        # the DETR exports' image-size input, fed beside the image (None: the model has none)
+        size_input = size_input_name(meta, runtime.inputs)
+        self._size_spec = next(
+            (s for s in runtime.inputs if s.name == size_input and s.name != self.input_spec.name),
+            None,
+        )
         if self.pixel_transform is not None and self.pixel_transform != self.preprocessor.transform:
             raise IncompatibleModelError(
                 f"the runtime converts pixels as {self.pixel_transform} but the model's meta "
@@ -313,10 +319,9 @@ class Detector:
         self, feeds: dict[str, np.ndarray], lbs: Sequence[LetterboxMeta]
     ) -> dict[str, np.ndarray]:
         """``feeds`` plus the DETR exports' image-size input where the model has one."""
-        size_input = size_input_name(self.meta, self.runtime.inputs)
-        if size_input is not None and size_input != self.input_spec.name:
-            spec = next(s for s in self.runtime.inputs if s.name == size_input)
-            feeds[size_input] = size_feed(spec.dtype, len(lbs), self.input_hw)
+        if self._size_spec is not None:
+            spec = self._size_spec
+            feeds[spec.name] = size_feed(spec.dtype, len(lbs), self.input_hw)
         return feeds
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
