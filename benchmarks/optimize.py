@@ -495,13 +495,14 @@ def _threads(value: str | None) -> list[int | None]:
     return list(dict.fromkeys(out))
 
 
-def _reference(cands: Sequence[Candidate]) -> Candidate:
-    """The float reference: ONNX Runtime fp32 when it runs here, else the first fp32."""
+def _reference(cands: Sequence[Candidate], default_runtime: str) -> Candidate:
+    """The float reference: fp32 on ``default_runtime`` (what ``edgedet.load(model)`` uses with
+    no flags: ONNX Runtime for an .onnx file) when it runs here, else the first fp32."""
     floats = [c for c in cands if c.artifact.kind == "float" and c.precision == "fp32"]
     if not floats:
         raise InvalidInputError("no runtime here runs the float model in fp32: nothing to compare to")
-    ort = [c for c in floats if c.runtime == "onnxruntime"]
-    return (ort or floats)[0]
+    default = [c for c in floats if c.runtime == default_runtime]
+    return (default or floats)[0]
 
 
 def run_optimize(args: argparse.Namespace) -> int:
@@ -535,7 +536,9 @@ def run_optimize(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             "no runtime here can run the model: " + "; ".join(f"{s.label}: {s.reason}" for s in skipped)
         )
-    ref = _reference(cands)
+    from edgedet.runtimes.registry import resolve_auto
+
+    ref = _reference(cands, resolve_auto(model))
 
     def eligible(c: Candidate) -> bool:
         return (not only_rt or c.runtime in only_rt) and (not only_prec or c.precision in only_prec)
