@@ -395,10 +395,17 @@ def run_bench(args: argparse.Namespace) -> int:
             return _err(NO_MODEL_HELP.format(path=sample))
         args.model = [str(sample)]
         if not args.runtime:
-            # The embedded default shows the runtimes side by side: every CPU runtime installed.
-            from edgedet.runtimes.registry import probe
+            # The embedded default shows the runtimes side by side: every installed runtime
+            # that declares it runs an ONNX file on the CPU.
+            from edgedet.runtimes.registry import probe, runtime_capabilities, runtime_names
 
-            args.runtime = [r for r in ("onnxruntime", "openvino") if probe(r)["available"]]
+            args.runtime = [
+                r
+                for r in runtime_names()
+                if "cpu" in runtime_capabilities(r).devices
+                and "onnx" in runtime_capabilities(r).model_formats
+                and probe(r)["available"]
+            ]
         if args.data is None:
             from edgedet.data.synthetic import sample_validation_set
 
